@@ -1,0 +1,96 @@
+"""The actor: a small object with four lifecycle hooks, fed one message at a time per session."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import structlog
+
+from bus import Connection, Envelope, Header, Message
+from bus.system import Error
+
+
+class ActorBus:
+    """What an actor may do on the bus, stamped with the actor's own ``src``.
+
+    Actors never see a socket: they publish events, push work and ask.
+    """
+
+    __slots__ = ("_conn", "src")
+
+    def __init__(self, conn: Connection, src: str) -> None:
+        self._conn = conn
+        self.src = src
+
+    async def publish(
+        self, body: Message, *, cause: Envelope[Any] | None = None, session: str = "", turn: int = 0,
+        parent: str | None = None, extra: tuple[bytes, ...] = (),
+    ) -> Header:  # fmt: skip
+        return await self._conn.publish(
+            body, cause=cause, session=session, turn=turn, parent=parent, extra=extra, src=self.src
+        )
+
+    async def push(
+        self, queue: str, body: Message, *, cause: Envelope[Any] | None = None, session: str = "",
+        turn: int = 0, parent: str | None = None, extra: tuple[bytes, ...] = (),
+    ) -> Header:  # fmt: skip
+        return await self._conn.push(
+            queue, body, cause=cause, session=session, turn=turn, parent=parent, extra=extra, src=self.src
+        )
+
+    async def ask(
+        self, body: Message, *, reply: type[Message] | tuple[type[Message], ...], timeout: float = 5.0,
+        queue: str | None = None, session: str = "", turn: int = 0, parent: str | None = None,
+    ) -> Envelope[Any]:  # fmt: skip
+        return await self._conn.ask(
+            body,
+            reply=reply,
+            timeout=timeout,
+            queue=queue,
+            session=session,
+            turn=turn,
+            parent=parent,
+            src=self.src,
+        )
+
+
+class Actor:
+    """Subclass, name it, declare what it handles, implement :meth:`on_message`.
+
+    - ``handles``: event types it subscribes to (PUB/SUB, every replica sees each).
+    - ``queues``: work queues it pulls from (PUSH/PULL, one replica gets each).
+    - Messages of one session reach it in order, one at a time; sessions run concurrently.
+    - A ``sys.interrupt`` for a session drops its queued data of older turns and,
+      when ``interrupt_cancels`` is true, cancels the handler still working on one.
+    """
+
+    name: ClassVar[str] = ""
+    handles: ClassVar[tuple[type[Message], ...]] = ()
+    queues: ClassVar[tuple[str, ...]] = ()
+    interrupt_cancels: ClassVar[bool] = True
+    max_inflight: ClassVar[int] = 64
+    """Most queue messages taken but not yet handled; past it the queue waits in the broker."""
+
+    def __init__(self, bus: ActorBus) -> None:
+        self.bus = bus
+        self.log = structlog.get_logger(self.name or type(self).__name__).bind(actor=self.name)
+
+    async def on_start(self) -> None:
+        """Called once before any message; the bus is live."""
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        """Handle one message. Raising is fine: :meth:`on_failure` runs and the actor goes on."""
+        raise NotImplementedError
+
+    async def on_failure(self, env: Envelope[Any], exc: BaseException) -> None:
+        """Default: log with the message id and tell the bus."""
+        self.log.error(
+            "handler failed", msg_id=env.id, type=env.type, error=f"{type(exc).__name__}: {exc}", exc_info=exc
+        )
+        await self.bus.publish(
+            Error("handler_failed", f"{self.name} failed on {env.type}: {type(exc).__name__}: {exc}", ref=env.id),
+            cause=env,
+        )
+
+    async def on_stop(self) -> None:
+        """Called once after the last message."""

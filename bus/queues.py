@@ -1,0 +1,16 @@
+"""The work queues the broker serves, each with a fixed slot.
+
+The slot fixes the queue's TCP ports (see ``bus/endpoints.py``), so a slot is
+never reused or renumbered: add new queues at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+QUEUES: Mapping[str, int] = MappingProxyType(
+    {
+        "echo": 0,  # diagnostics: the echo actor answers pings pushed here
+    }
+)

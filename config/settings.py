@@ -1,0 +1,121 @@
+"""Settings: read once, from environment variables over one TOML file, into frozen dataclasses.
+
+Precedence: command-line flags (applied by run.py) > environment > TOML file > defaults.
+The TOML file is ``$GREENROOM_CONFIG`` or ``config/greenroom.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FILE = ROOT / "config" / "greenroom.toml"
+IPC_PATH_MAX = 100  # sun_path is 108 bytes; keep room for ".q.NAME.push"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the text names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Actors that share one OS process."""
+
+    name: str
+    actors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bus: str
+    """Broker event output; every other endpoint derives from it (GREENROOM_BUS)."""
+    data_dir: Path
+    """Runtime data: sockets, database (GREENROOM_DATA_DIR)."""
+    log_format: str
+    """auto | json | console (GREENROOM_LOG_FORMAT)."""
+    log_level: str
+    """debug | info | warning | error (GREENROOM_LOG_LEVEL)."""
+    heartbeat: float
+    """Seconds between heartbeats."""
+    heartbeat_timeout: float
+    """A ready process silent this long is killed and restarted."""
+    groups: tuple[Group, ...]
+    """Actor groups started by ``run.py`` with no subcommand."""
+
+    def with_bus(self, bus: str | None) -> Settings:
+        return replace(self, bus=bus) if bus else self
+
+
+def default_bus(data_dir: Path) -> str:
+    path = data_dir.resolve() / "run" / "bus"
+    if len(str(path)) > IPC_PATH_MAX:
+        path = Path(tempfile.gettempdir()) / f"greenroom-{os.getuid()}" / "bus"
+    return f"ipc://{path}"
+
+
+def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None) -> Settings:
+    env = os.environ if env is None else env
+    path = Path(env.get("GREENROOM_CONFIG") or file or DEFAULT_FILE)
+    doc: dict[str, Any] = {}
+    if path.exists():
+        try:
+            doc = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    elif env.get("GREENROOM_CONFIG"):
+        raise ConfigError(f"GREENROOM_CONFIG points to {path}, which does not exist")
+
+    def pick(key: str, var: str, default: Any) -> Any:
+        return env.get(var) or doc.get(key, default)
+
+    data_dir = Path(pick("data_dir", "GREENROOM_DATA_DIR", ROOT / ".greenroom"))
+    log_format = str(pick("log_format", "GREENROOM_LOG_FORMAT", "auto"))
+    if log_format not in ("auto", "json", "console"):
+        raise ConfigError(f"log_format must be auto, json or console, not {log_format!r}")
+    log_level = str(pick("log_level", "GREENROOM_LOG_LEVEL", "info")).lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log_level must be debug, info, warning or error, not {log_level!r}")
+    return Settings(
+        bus=str(pick("bus", "GREENROOM_BUS", "") or default_bus(data_dir)),
+        data_dir=data_dir,
+        log_format=log_format,
+        log_level=log_level,
+        heartbeat=_positive(pick("heartbeat", "GREENROOM_HEARTBEAT", 1.0), "heartbeat"),
+        heartbeat_timeout=_positive(
+            pick("heartbeat_timeout", "GREENROOM_HEARTBEAT_TIMEOUT", 10.0), "heartbeat_timeout"
+        ),
+        groups=_groups(doc.get("groups", [{"name": "echo", "actors": ["echo"]}])),
+    )
+
+
+def _positive(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be positive, not {number}")
+    return number
+
+
+def _groups(raw: Any) -> tuple[Group, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("groups must be an array of tables [[groups]]")
+    groups = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ConfigError(f"groups[{i}] needs a string 'name'")
+        actors = item.get("actors")
+        if not isinstance(actors, list) or not actors or not all(isinstance(a, str) for a in actors):
+            raise ConfigError(f"groups[{i}] ({item['name']}) needs a non-empty list of actor names")
+        groups.append(Group(item["name"], tuple(actors)))
+    names = [g.name for g in groups]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"group names must be unique: {names}")
+    return tuple(groups)

@@ -1,0 +1,70 @@
+"""Shared fixtures: a real broker on a fresh ipc path, free TCP ports, collectors."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from bus import Broker, Endpoints
+from tests.helpers import Collector
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory: ipc socket paths must fit in 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="gr-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def ipc_endpoints(short_tmp: Path) -> Endpoints:
+    return Endpoints(f"ipc://{short_tmp}/bus")
+
+
+def free_tcp_base(span: int = 4) -> int:
+    """A port P with P..P+span-1 all free on loopback."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + span > 65535:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + span):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free port range")
+
+
+@pytest.fixture
+def tcp_endpoints() -> Endpoints:
+    return Endpoints(f"tcp://127.0.0.1:{free_tcp_base()}")
+
+
+@pytest.fixture
+def broker(ipc_endpoints: Endpoints) -> Iterator[Endpoints]:
+    with Broker(ipc_endpoints):
+        yield ipc_endpoints
+
+
+@pytest.fixture
+async def watcher(broker: Endpoints) -> AsyncIterator[Collector]:
+    """Sees every event on the bus."""
+    collector = Collector(broker)
+    await collector.start()
+    yield collector
+    await collector.close()
