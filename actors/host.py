@@ -24,6 +24,8 @@ from bus.system import Heartbeat, Interrupt, Ready, Shutdown, Stopped
 
 log = structlog.get_logger("greenroom.host")
 MAX_FLOORS = 100_000
+BACKLOG_HIGH = 4096  # queued messages across lanes before we stop reading events
+BACKLOG_LOW = 1024  # ... and resume
 
 
 class Host:
@@ -54,6 +56,8 @@ class Host:
         self._work: dict[str, str] = {}  # id of queue message in flight -> queue
         self._inflight: dict[str, int] = {}
         self._paused: set[str] = set()
+        self._backlog = 0
+        self._events_paused = False
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self._started = time.monotonic()
@@ -149,6 +153,10 @@ class Host:
         if lane is None:
             lane = self._lanes[key] = Lane(actor, session, self.stats, self._done, self._idle)
         lane.put(env, control, self._lane_limit)
+        self._backlog += 1
+        if self._backlog >= BACKLOG_HIGH and not self._events_paused:
+            self._events_paused = True
+            self.conn.pause_events()
         return True
 
     def _interrupt(self, session: str, turn: int) -> None:
@@ -173,6 +181,10 @@ class Host:
             self.conn.pause(queue)
 
     def _done(self, lane: Lane, env: Envelope[Any]) -> None:
+        self._backlog -= 1
+        if self._events_paused and self._backlog <= BACKLOG_LOW and not self._stopping:
+            self._events_paused = False
+            self.conn.resume_events()
         queue = self._work.pop(env.id, None)
         if queue is None:
             return

@@ -18,7 +18,8 @@ import structlog
 from actors.actor import Actor
 from bus import Envelope
 
-YIELD_EVERY = 64  # handlers that never suspend still let the loop breathe
+YIELD_EVERY = 64
+_LOG_AT = frozenset(10**k for k in range(10))  # handlers that never suspend still let the loop breathe
 log = structlog.get_logger("greenroom.lanes")
 
 
@@ -54,7 +55,9 @@ class Lane:
             if len(self.data) >= limit:
                 dropped = self.data.popleft()
                 self._stats["dropped_overflow"] += 1
-                log.warning("lane full, oldest dropped", actor=self.actor.name, session=self.session, msg_id=dropped.id)
+                if self._stats["dropped_overflow"] in _LOG_AT:  # counted always, logged sparingly
+                    log.warning("lane full, oldest dropped", actor=self.actor.name, session=self.session,
+                                msg_id=dropped.id, dropped_so_far=self._stats["dropped_overflow"])  # fmt: skip
                 self._done(self, dropped)
             self.data.append(env)
         if self.task is None:

@@ -60,6 +60,27 @@ def decode_header(frames: Frames) -> tuple[Header, dict[str, Any]]:
     if len(frames) < 3:
         raise DecodeError(f"expected at least 3 frames [topic, header, body], got {len(frames)}")
     raw = _unpack(frames[1], "header")
+    try:  # fast path: one dict lookup and one exact type test per field
+        id_, type_, session, turn, parent = raw["id"], raw["type"], raw["session"], raw["turn"], raw["parent"]
+        ts, mono, src, v, seq = raw["ts"], raw["mono"], raw["src"], raw["v"], raw["seq"]
+        ok = (
+            type(id_) is str and type(type_) is str and type(session) is str and type(turn) is int
+            and (parent is None or type(parent) is str) and type(ts) in (float, int) and type(mono) is int
+            and type(src) is str and type(v) is int and type(seq) is int
+        )  # fmt: skip
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        _explain_header(raw)
+    header = Header(id_, type_, session, turn, parent, float(ts), mono, src, v, seq)
+    topic = frames[0]
+    if topic != f"{type_}{TOPIC_SEP}{session}".encode():
+        raise DecodeError(f"topic {bytes(topic)[:80]!r} does not match header (expected {topic_for(type_, session)!r})")
+    return header, raw
+
+
+def _explain_header(raw: Any) -> None:
+    """Slow path: say exactly what is wrong with a header."""
     if not isinstance(raw, dict):
         raise DecodeError(f"header must be a map, got {type(raw).__name__}")
     for key, kind in _HEADER_TYPES:
@@ -68,23 +89,7 @@ def decode_header(frames: Frames) -> tuple[Header, dict[str, Any]]:
             raise DecodeError(f"header is missing {key!r}")
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise DecodeError(f"header {key!r} has wrong type {type(value).__name__}")
-    header = Header(
-        raw["id"],
-        raw["type"],
-        raw["session"],
-        raw["turn"],
-        raw["parent"],
-        float(raw["ts"]),
-        raw["mono"],
-        raw["src"],
-        raw["v"],
-        raw["seq"],
-    )
-    topic = frames[0]
-    expected = topic_for(header.type, header.session)
-    if topic != expected:
-        raise DecodeError(f"topic {bytes(topic)[:80]!r} does not match header (expected {expected!r})")
-    return header, raw
+    raise DecodeError("header is malformed")
 
 
 _MISSING = object()

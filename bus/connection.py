@@ -37,6 +37,29 @@ Handler = Callable[[Envelope[Any], "str | None"], None]
 RawHandler = Callable[[list[bytes]], None]
 """Called with each event's frames, undecoded (taps and recorders)."""
 BATCH = 512  # messages drained per reader callback before yielding to the loop
+# Plain ints: pyzmq's IntFlag arithmetic in send_multipart/recv_multipart costs more than the I/O.
+_NB = int(zmq.NOBLOCK)
+_NB_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+
+
+def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+    """send_multipart(NOBLOCK) without the enum overhead. Raises zmq.Again (atomically) when full."""
+    last = len(frames) - 1
+    send = sock.send
+    for i, frame in enumerate(frames):
+        send(frame, _NB if i == last else _NB_MORE)
+
+
+def recv_frames(sock: zmq.Socket[bytes]) -> list[bytes]:
+    """recv_multipart(NOBLOCK) reading RCVMORE off the frame instead of a getsockopt per part."""
+    frame = sock.recv(_NB, copy=False)
+    parts = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(_NB, copy=False)
+        parts.append(frame.bytes)
+    return parts
+
+
 MAX_SEQ_KEYS = 50_000
 
 
@@ -101,6 +124,8 @@ class Connection:
         self._pushers: dict[str, zmq.Socket[bytes]] = {}
         self._pullers: dict[str, zmq.Socket[bytes]] = {}
         self._subscribed: set[str] = set()
+        self._paused: set[str] = set()
+        self._events_paused = False
         self._pub_live = False
         self._upstream_seen: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -185,17 +210,31 @@ class Connection:
     def _redrain(self) -> None:
         # A setsockopt processes socket commands and may consume the edge-triggered FD
         # wake-up for messages already waiting: look once more by hand.
-        if self._loop is not None and not self._closed:
+        if self._loop is not None and not self._closed and not self._events_paused:
+            self._loop.call_soon(self._drain, self._sub, None)
+
+    def pause_events(self) -> None:
+        """Stop reading events; they wait in ZeroMQ's bounded buffers (loss there is a counted gap)."""
+        if self._loop is not None and not self._events_paused:
+            self._events_paused = True
+            self._loop.remove_reader(self._sub.FD)
+
+    def resume_events(self) -> None:
+        if self._loop is not None and self._events_paused and not self._closed:
+            self._events_paused = False
+            self._loop.add_reader(self._sub.FD, self._drain, self._sub, None)
             self._loop.call_soon(self._drain, self._sub, None)
 
     def pause(self, queue: str) -> None:
         """Stop taking work from ``queue`` (it waits in the broker) until :meth:`resume`."""
         sock = self._pullers[queue]
+        self._paused.add(queue)
         if self._loop is not None:
             self._loop.remove_reader(sock.FD)
 
     def resume(self, queue: str) -> None:
         sock = self._pullers[queue]
+        self._paused.discard(queue)
         if self._loop is not None and not self._closed:
             self._loop.add_reader(sock.FD, self._drain, sock, queue)
             self._loop.call_soon(self._drain, sock, queue)  # edge-triggered: catch up by hand
@@ -285,7 +324,7 @@ class Connection:
             self._ratelog.warning("offline", "event dropped: broker unreachable", type=what)
             return False
         try:
-            self._pub.send_multipart(frames, zmq.NOBLOCK)
+            send_frames(self._pub, frames)
         except zmq.Again:
             if not await self._send_slow(self._pub, frames):
                 self.stats["dropped_hwm"] += 1
@@ -300,7 +339,7 @@ class Connection:
             sock = self._pushers[queue] = self._socket(zmq.PUSH)
             sock.connect(self.endpoints.queue_push(queue))
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
+            send_frames(sock, frames)
         except zmq.Again:
             if not await self._send_slow(sock, frames):
                 self.stats["queue_full"] += 1
@@ -318,7 +357,7 @@ class Connection:
         while time.monotonic() < deadline:
             await asyncio.sleep(pause)
             try:
-                sock.send_multipart(frames, zmq.NOBLOCK)
+                send_frames(sock, frames)
                 return True
             except zmq.Again:
                 pause = min(pause * 2, 0.02)
@@ -331,12 +370,14 @@ class Connection:
             return
         for _ in range(BATCH):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             except zmq.ZMQError:
                 return  # socket closed under us during shutdown
             self._deliver(frames, queue)
+            if (queue is None and self._events_paused) or (queue is not None and queue in self._paused):
+                return  # the handler asked for no more just now
         assert self._loop is not None
         self._loop.call_soon(self._drain, sock, queue)  # more may be waiting; let others run first
 

@@ -32,7 +32,7 @@ def free_tcp_base(span: int = 4) -> int:
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
+            base = int(s.getsockname()[1])
         if base + span > 65535:
             continue
         socks = []

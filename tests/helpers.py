@@ -72,3 +72,70 @@ class Collector:
 
     def count(self, kind: type[Message], where: Callable[[Any], bool] = lambda b: True) -> int:
         return sum(1 for e in self.seen if isinstance(e.body, kind) and where(e.body))
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+async def spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    """Start ``python run.py ARGS`` with pipes, in the repository root."""
+    import os
+    import sys
+
+    full_env = {**os.environ, "GREENROOM_LOG_FORMAT": "json", **(env or {})}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "run.py"), *args, cwd=ROOT, env=full_env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def read_until(stream: asyncio.StreamReader | None, marker: str, timeout: float = 15.0) -> list[str]:
+    """Lines read until one containing ``marker`` (included)."""
+    assert stream is not None
+    lines: list[str] = []
+
+    async def scan() -> list[str]:
+        while True:
+            raw = await stream.readline()
+            if not raw:
+                raise EOFError(f"stream ended before {marker!r}; got: {lines[-5:]}")
+            lines.append(raw.decode(errors="replace").rstrip("\n"))
+            if marker in lines[-1]:
+                return lines
+
+    return await asyncio.wait_for(scan(), timeout)
+
+
+async def process_gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait (no polling) until ``pid`` exits, through a pidfd; any process, not only children."""
+    import os
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def exited() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(fd, exited)
+    try:
+        await asyncio.wait_for(gone, timeout)
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def stop(proc: asyncio.subprocess.Process, timeout: float = 10.0) -> int:
+    """SIGTERM and wait; kill if it overstays (and fail the caller's expectations)."""
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise

@@ -51,7 +51,7 @@ HEADERS = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def pair() -> Any:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     pull = ctx.socket(zmq.PULL)
     pull.bind("inproc://codec-test")
     push = ctx.socket(zmq.PUSH)

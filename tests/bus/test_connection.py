@@ -57,8 +57,8 @@ async def test_queue_work_goes_to_exactly_one_worker(broker: Endpoints) -> None:
         return handle
 
     workers = [Connection(broker, n) for n in got]
-    for w, n in zip(workers, got, strict=True):
-        await w.start(worker(n), pull=["echo"])
+    for w, name in zip(workers, got, strict=True):
+        await w.start(worker(name), pull=["echo"])
     producer = Connection(broker, "producer")
     await producer.start()
     for n in range(100):
@@ -83,8 +83,8 @@ async def test_ask_matches_reply_by_parent(broker: Endpoints) -> None:
     await responder.start(answer, subscribe=[type_prefix("diag.ping")])
     asker = Connection(broker, "asker")
     await asker.start()
-    replies = await asyncio.gather(*(asker.ask(Ping(str(i)), reply=Pong) for i in range(20)))
-    assert [r.body.text for r in replies] == [str(i) for i in range(20)]
+    answers = await asyncio.gather(*(asker.ask(Ping(str(i)), reply=Pong) for i in range(20)))
+    assert [r.body.text for r in answers] == [str(i) for i in range(20)]
     with pytest.raises(TimeoutError):
         await asker.ask(Work(1), reply=Pong, timeout=0.2)  # nobody answers Work
     await asker.close()

@@ -1,0 +1,191 @@
+"""The actor host over a real broker: order, control, interrupt, failure, bad input, flow control."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import msgpack
+import pytest
+import zmq
+
+from actors import Actor, Host
+from bus import Connection, Endpoints, Envelope
+from bus.envelope import make_header
+from bus.system import Cancel, Error, Heartbeat, Interrupt, Ready, Shutdown, Stopped
+from tests.helpers import Collector, Done, Work
+
+
+class Worker(Actor):
+    """Does Work; 'block' waits for the test's gate, 'fail' raises; reports cancellation."""
+
+    name = "worker"
+    handles = (Work, Cancel)
+    queues = ("echo",)
+    max_inflight = 3
+    gate: ClassVar[asyncio.Event]
+    active: ClassVar[int] = 0
+    peak: ClassVar[int] = 0
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        body = env.body
+        if isinstance(body, Cancel):
+            await self.bus.publish(Done(-1, self.name, "cancel"), cause=env)
+            return
+        cls = type(self)
+        cls.active += 1
+        cls.peak = max(cls.peak, cls.active)
+        try:
+            if body.text == "block":
+                await cls.gate.wait()
+            if body.text == "fail":
+                raise RuntimeError("boom")
+            await self.bus.publish(Done(body.n, self.name, "ok"), cause=env)
+        except asyncio.CancelledError:
+            await self.bus.publish(Done(body.n, self.name, "cancelled"), cause=env)
+            raise
+        finally:
+            cls.active -= 1
+
+
+@pytest.fixture
+async def host(broker: Endpoints) -> AsyncIterator[Host]:
+    Worker.gate = asyncio.Event()
+    Worker.active = Worker.peak = 0
+    h = Host(broker, [Worker], heartbeat=0.1)
+    await h.start()
+    yield h
+    Worker.gate.set()
+    await h.stop()
+
+
+@pytest.fixture
+async def sender(broker: Endpoints) -> AsyncIterator[Connection]:
+    conn = Connection(broker, "sender")
+    await conn.start()
+    yield conn
+    await conn.close()
+
+
+def done_ns(c: Collector, session: str) -> list[int]:
+    return [e.body.n for e in c.seen if isinstance(e.body, Done) and e.session == session]
+
+
+async def test_sessions_are_in_order_and_independent(host: Host, sender: Connection, watcher: Collector) -> None:
+    await sender.publish(Work(0, "block"), session="A")
+    for n in range(1, 51):
+        await sender.publish(Work(n), session="A")
+        await sender.publish(Work(n), session="B")
+    # B is not held up by A's blocked handler
+    await watcher.expect_n(Done, 50, lambda b: True)
+    assert done_ns(watcher, "B") == list(range(1, 51))
+    assert done_ns(watcher, "A") == []
+    Worker.gate.set()
+    await watcher.expect_n(Done, 101)
+    assert done_ns(watcher, "A") == list(range(51))  # in order, one at a time
+
+
+async def test_control_overtakes_queued_data(host: Host, sender: Connection, watcher: Collector) -> None:
+    await sender.publish(Work(1, "block"), session="A")
+    await watcher.expect(Work, lambda b: b.n == 1)
+    await sender.publish(Work(2), session="A")
+    await sender.publish(Work(3), session="A")
+    await sender.publish(Cancel("x"), session="A")
+    await watcher.expect(Cancel)
+    Worker.gate.set()
+    await watcher.expect_n(Done, 4)
+    assert done_ns(watcher, "A") == [1, -1, 2, 3]
+
+
+async def test_interrupt_cancels_stale_turn_and_drops_its_queue(
+    host: Host, sender: Connection, watcher: Collector
+) -> None:
+    await sender.publish(Work(1, "block"), session="A", turn=1)
+    await sender.publish(Work(2), session="A", turn=1)
+    await sender.publish(Work(9), session="B", turn=1)  # another session: untouched
+    await watcher.expect(Done, lambda b: b.n == 9)
+    await sender.publish(Interrupt("barge-in"), session="A", turn=2)
+    cancelled = await watcher.expect(Done, lambda b: b.note == "cancelled")
+    assert cancelled.body.n == 1 and cancelled.turn == 1
+    await sender.publish(Work(3), session="A", turn=2)
+    await sender.publish(Work(4), session="A", turn=1)  # late data of the old turn
+    await sender.publish(Work(5), session="A", turn=2)
+    await watcher.expect(Done, lambda b: b.n == 5)
+    assert done_ns(watcher, "A") == [1, 3, 5]  # 1 reported as cancelled, 2 and 4 never run
+    assert host.stats["cancelled"] == 1
+    assert host.stats["stale"] == 2
+
+
+async def test_failure_is_reported_and_the_actor_goes_on(host: Host, sender: Connection, watcher: Collector) -> None:
+    bad = await sender.publish(Work(1, "fail"), session="A")
+    error = await watcher.expect(Error)
+    assert error.body.code == "handler_failed" and error.body.ref == bad.id
+    assert "boom" in error.body.message
+    await sender.publish(Work(2), session="A")
+    await watcher.expect(Done, lambda b: b.n == 2)
+    assert host.stats["failed"] == 1
+
+
+async def test_garbage_and_unknown_types_are_counted_and_survived(
+    host: Host, broker: Endpoints, sender: Connection, watcher: Collector
+) -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    foreign = ctx.socket(zmq.XPUB)  # any language's ZeroMQ client
+    foreign.connect(broker.events_in)
+    foreign.RCVTIMEO = 5000
+    while foreign.recv() != b"\x01":  # the broker's subscription: our path is live
+        pass
+
+    def header(type_: str) -> bytes:
+        return msgpack.packb(make_header(type_, session="A", turn=0, parent=None, src="x@1", v=1, seq=0).to_wire())
+
+    garbage = [
+        [b"test.work|A"],
+        [b"test.work|A", b"\xc1\xc1", b"\x80"],
+        [b"test.work|A", header("test.work"), b"not msgpack \xc1"],
+        [b"test.work|A", header("test.work"), msgpack.packb({"n": "one"})],
+        [b"test.work|A", header("test.work"), msgpack.packb({"n": 1, "rm -rf": True})],
+        [b"test.workX|A", header("test.workX"), msgpack.packb({})],  # unknown type
+        [b"test.work|A", header("test.work"), msgpack.packb({"n": 1}) * 2, b"\x00" * 10_000],
+    ]
+    for frames in garbage:
+        foreign.send_multipart(frames)
+    foreign.send_multipart([b"test.work|A", header("test.work"), msgpack.packb({"n": 7})])
+    await watcher.expect(Done, lambda b: b.n == 7)
+    stats = host.conn.stats
+    # "test.workX" does not match the host's "test.work|" subscription: the broker filters it
+    assert stats["decode_errors"] == 6
+    foreign.close(0)
+    # a subscriber to everything counts the unknown one
+    assert watcher.conn.stats["unknown_types"] == 1
+
+
+async def test_queue_flow_control_bounds_work_in_flight(host: Host, sender: Connection, watcher: Collector) -> None:
+    for n in range(20):
+        await sender.push("echo", Work(n, "block"), session=f"s{n}")
+    with contextlib.suppress(TimeoutError):
+        await watcher.expect(Done, timeout=0.3)  # nothing can finish while the gate is shut
+    assert Worker.peak == Worker.max_inflight
+    Worker.gate.set()
+    got = await watcher.expect_n(Done, 20)
+    assert sorted(e.body.n for e in got) == list(range(20))
+    assert Worker.peak == Worker.max_inflight
+
+
+async def test_heartbeats_carry_stats(host: Host, watcher: Collector) -> None:
+    beat = await watcher.expect(Heartbeat, lambda b: b.name == "worker")
+    assert beat.body.actors == ("worker",)
+    assert {"handled", "failed", "missed", "decode_errors", "lanes"} <= set(beat.body.stats)
+
+
+async def test_shutdown_message_stops_the_host(broker: Endpoints, sender: Connection, watcher: Collector) -> None:
+    h = Host(broker, [Worker])
+    runner = asyncio.create_task(h.run())
+    ready = await watcher.expect(Ready)
+    assert ready.body.actors == ("worker",)
+    await sender.publish(Shutdown("worker", "test"))
+    await asyncio.wait_for(runner, 5)
+    stopped = await watcher.expect(Stopped)
+    assert stopped.body.name == "worker"

@@ -1,0 +1,52 @@
+"""Settings: environment over TOML over defaults; every bad value named clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, Group, load_settings
+
+
+def test_defaults_put_the_bus_under_the_data_dir(tmp_path: Path) -> None:
+    s = load_settings({"GREENROOM_DATA_DIR": str(tmp_path)}, file=tmp_path / "none.toml")
+    assert s.bus.startswith("ipc://") and s.bus.endswith("/run/bus")
+    assert s.groups == (Group("echo", ("echo",)),)
+
+
+def test_long_data_dir_falls_back_to_a_short_socket_path(tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 120)
+    s = load_settings({"GREENROOM_DATA_DIR": str(deep)}, file=tmp_path / "none.toml")
+    assert len(s.bus) < 110
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "g.toml"
+    f.write_text('bus = "tcp://127.0.0.1:7000"\nheartbeat = 2\n[[groups]]\nname = "a"\nactors = ["echo"]\n')
+    s = load_settings({"GREENROOM_CONFIG": str(f), "GREENROOM_HEARTBEAT": "0.5"})
+    assert s.bus == "tcp://127.0.0.1:7000" and s.heartbeat == 0.5 and s.groups == (Group("a", ("echo",)),)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("heartbeat = -1", "heartbeat must be positive"),
+        ('heartbeat = "soon"', "heartbeat must be a number"),
+        ('log_format = "xml"', "log_format must be auto, json or console"),
+        ("groups = 3", "groups must be an array"),
+        ('[[groups]]\nname = "a"\nactors = []', "needs a non-empty list"),
+        ('[[groups]]\nname = "a"\nactors = ["echo"]\n[[groups]]\nname = "a"\nactors = ["echo"]', "unique"),
+        ("this is not toml", "g.toml"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, text: str, error: str) -> None:
+    f = tmp_path / "g.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=error):
+        load_settings({"GREENROOM_CONFIG": str(f)})
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings({"GREENROOM_CONFIG": str(tmp_path / "nope.toml")})
