@@ -30,7 +30,9 @@ log = structlog.get_logger("greenroom")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings().with_bus(args.bus)
+        settings = load_settings().override(
+            bus=args.bus, http_host=getattr(args, "host", None), http_port=getattr(args, "port", None)
+        )
     except ConfigError as exc:
         print(f"greenroom: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -53,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="With no subcommand: start the broker and every actor group (each in its own process).",
     )  # fmt: skip
     _common(parser)
+    parser.add_argument("--host", help="web edge listen address (env GREENROOM_HTTP_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="web edge port (env GREENROOM_HTTP_PORT, default 8765)")
     parser.set_defaults(func=_run_all, bus=None, log_format=None, log_level=None)
     sub = parser.add_subparsers(title="parts", metavar="COMMAND")
 
@@ -66,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", metavar="NAME", help="actor name (see actors/registry.py) or module:Class")
     p.add_argument("--name", dest="group", help="process name on the bus (default: the actor names)")
     p.set_defaults(func=_run_actors)
+
+    p = add("edge", "run the web edge (browser WebSocket, REST, the chat page)")
+    p.add_argument("--host", help="listen address (env GREENROOM_HTTP_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (env GREENROOM_HTTP_PORT, default 8765)")
+    p.set_defaults(func=_run_edge)
 
     p = add("tap", "print every message on the bus, live")
     p.add_argument("filters", nargs="*", metavar="FILTER", help="message type prefix, e.g. 'chat.' or 'sys.ready'")
@@ -130,47 +139,66 @@ async def _broker_beats(conn: Any, broker: Any, every: float) -> None:
         await conn.publish(Heartbeat("broker", os.getpid(), (), loop_time - start, broker.stats()))
 
 
+def _part(args: argparse.Namespace, settings: Settings, *words: str) -> tuple[str, ...]:
+    """The command line of one supervised part, with this run's bus and logging."""
+    return (
+        sys.executable, str(ROOT / "run.py"), "--bus", settings.bus,
+        "--log-format", args.log_format or settings.log_format,
+        "--log-level", args.log_level or settings.log_level,
+        *words,
+    )  # fmt: skip
+
+
 async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
     from actors.supervisor import ProcessSpec, Supervisor
     from bus import Broker, Connection, Endpoints
+    from config import Group
 
     endpoints = Endpoints(settings.bus)
     stop = _stop_event()
-    specs = [
-        ProcessSpec(
-            group.name,
-            (
-                sys.executable,
-                str(ROOT / "run.py"),
-                "--bus",
-                settings.bus,
-                "--log-format",
-                args.log_format or settings.log_format,
-                "--log-level",
-                args.log_level or settings.log_level,
-                "actor",
-                "--name",
-                group.name,
-                *group.actors,
-            ),
-        )
-        for group in settings.groups
-    ]
-    with Broker(endpoints) as broker:
-        conn = Connection(endpoints, "supervisor")
-        supervisor = Supervisor(specs, conn, heartbeat_timeout=settings.heartbeat_timeout)
-        await conn.start(supervisor.on_message, subscribe=supervisor.topics())
-        beats = asyncio.create_task(_broker_beats(conn, broker, settings.heartbeat))
-        await supervisor.start()
-        log.info("greenroom running", bus=settings.bus, groups=[s.name for s in specs])
-        await stop.wait()
-        log.info("greenroom stopping")
-        await supervisor.stop()
-        beats.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beats
-        await conn.close()
+    pg = None
+    if settings.database_url is None:
+        from actors.db.pg import start_embedded
+
+        pg, url = await asyncio.to_thread(start_embedded, settings.data_dir)
+        os.environ["DATABASE_URL"] = url  # the children inherit it
+        log.info("embedded postgres running", url=url)
+    groups = list(settings.groups)
+    if settings.llm_base_url is None:
+        groups.append(Group("llm", ("llm",)))
+        os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{settings.llm_port}/v1"
+    specs = [ProcessSpec(g.name, _part(args, settings, "actor", "--name", g.name, *g.actors)) for g in groups]
+    edge = ("edge", "--host", settings.http_host, "--port", str(settings.http_port))
+    specs.append(ProcessSpec("edge", _part(args, settings, *edge)))
+    try:
+        with Broker(endpoints) as broker:
+            conn = Connection(endpoints, "supervisor")
+            supervisor = Supervisor(specs, conn, heartbeat_timeout=settings.heartbeat_timeout)
+            await conn.start(supervisor.on_message, subscribe=supervisor.topics())
+            beats = asyncio.create_task(_broker_beats(conn, broker, settings.heartbeat))
+            await supervisor.start()
+            log.info("greenroom running", bus=settings.bus, parts=[s.name for s in specs],
+                     url=f"http://{settings.http_host}:{settings.http_port}/")  # fmt: skip
+            await stop.wait()
+            log.info("greenroom stopping")
+            await supervisor.stop()
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+            await conn.close()
+    finally:
+        if pg is not None:
+            await asyncio.to_thread(pg.cleanup)
     log.info("greenroom stopped")
+    return 0
+
+
+async def _run_edge(args: argparse.Namespace, settings: Settings) -> int:
+    from actors.supervisor import die_with_parent
+    from web.app import serve
+
+    die_with_parent()
+    await serve(settings, _stop_event())
     return 0
 
 

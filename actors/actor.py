@@ -68,6 +68,8 @@ class Actor:
     handles: ClassVar[tuple[type[Message], ...]] = ()
     queues: ClassVar[tuple[str, ...]] = ()
     interrupt_cancels: ClassVar[bool] = True
+    accept_stale: ClassVar[bool] = False
+    """True: also receive data of turns an interrupt made stale (e.g. to record what was cut off)."""
     max_inflight: ClassVar[int] = 64
     """Most queue messages taken but not yet handled; past it the queue waits in the broker."""
 

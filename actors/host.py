@@ -145,7 +145,7 @@ class Host:
 
     def _deliver(self, actor: Actor, env: Envelope[Any], control: bool) -> bool:
         session = env.session
-        if not control and env.turn < self._floors.get(session, 0):
+        if not control and not actor.accept_stale and env.turn < self._floors.get(session, 0):
             self.stats["stale"] += 1
             return False
         key = (id(actor), session)

@@ -65,7 +65,7 @@ class Lane:
 
     def interrupt(self, turn: int) -> None:
         """Drop queued data of turns before ``turn``; cancel the handler working on one."""
-        if self.data:
+        if self.data and not self.actor.accept_stale:
             kept = deque(e for e in self.data if e.header.turn >= turn)
             for env in self.data:
                 if env.header.turn < turn:

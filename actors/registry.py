@@ -12,6 +12,10 @@ from actors.actor import Actor
 
 ACTORS: dict[str, str] = {
     "echo": "actors.echo:Echo",
+    "session": "actors.session:SessionManager",
+    "orchestrator": "actors.orchestrator:Orchestrator",
+    "character": "actors.character:CharacterAgent",
+    "llm": "actors.llm_server:LocalLLM",
 }
 
 

@@ -1,1 +1,1 @@
-"""Pure decisions, no I/O: routing of turns, prompts, sentence splitting, emotions, plans."""
+"""Pure decisions, no I/O: routing of turns, prompts, sentence splitting, emotions."""

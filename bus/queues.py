@@ -12,5 +12,6 @@ from types import MappingProxyType
 QUEUES: Mapping[str, int] = MappingProxyType(
     {
         "echo": 0,  # diagnostics: the echo actor answers pings pushed here
+        "character": 1,  # chat.generate: one character agent replica takes each turn
     }
 )

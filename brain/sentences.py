@@ -1,0 +1,36 @@
+"""Sentence boundaries in a stream of text deltas, so speech can start before the reply ends."""
+
+from __future__ import annotations
+
+import re
+
+# An end mark, optional closing quotes/brackets, then whitespace. Abbreviations like "Dr." and
+# decimals like "3.5" are not ends; a short first clause may be cut at a comma for a fast start.
+_END = re.compile(r"[.!?…]+[\"')\]]*\s+")
+_ABBREV = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "etc.", "no.", "jr.", "sr."}
+
+
+class SentenceSplitter:
+    def __init__(self, min_chars: int = 2) -> None:
+        self._buf = ""
+        self._min = min_chars
+
+    def feed(self, delta: str) -> list[str]:
+        """Complete sentences now available (stripped), in order."""
+        self._buf += delta
+        out: list[str] = []
+        start = 0
+        for match in _END.finditer(self._buf):
+            candidate = self._buf[start : match.end()].strip()
+            last_word = candidate.rsplit(None, 1)[-1].lower() if candidate else ""
+            if last_word in _ABBREV or len(candidate) < self._min:
+                continue
+            out.append(candidate)
+            start = match.end()
+        self._buf = self._buf[start:]
+        return out
+
+    def flush(self) -> list[str]:
+        """Whatever is left at the end of the reply."""
+        rest, self._buf = self._buf.strip(), ""
+        return [rest] if rest else []

@@ -1,0 +1,121 @@
+"""Character chat over the WebSocket, end to end with real parts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import asyncpg
+
+from tests.chat.conftest import ChatSystem
+from tests.fakes.openai_server import Behaviour
+
+
+async def test_a_reply_streams_with_status_and_emotion_and_is_stored(chat: ChatSystem) -> None:
+    ws = await chat.ws("ada")
+    started = await ws.start()
+    assert ws.greeting is not None and ws.greeting["text"].startswith("Hi! I'm Ada")
+    await ws.say("Hello Ada!")
+    assert (await ws.expect(lambda f: f.get("status") == "thinking"))["type"] == "status"
+    emotion = await ws.expect("emotion")
+    assert await ws.expect(lambda f: f.get("status") == "speaking")
+    first = await ws.expect("text")
+    reply = await ws.reply()
+    assert not any(f["type"] == "interrupt" for f in ws.frames), "nothing was playing: no interrupt"
+    deltas = [f["text"] for f in ws.frames if f["type"] == "text"]
+    assert len(deltas) > 3, "the reply must stream in pieces"
+    assert first["text"] == deltas[0]
+    assert "".join(deltas) == reply["text"] == "Hello there! I am glad you came. What shall we talk about?"
+    assert emotion["emotion"] == "happy" and reply["emotion"] == "happy"
+    await ws.expect(lambda f: f.get("status") == "idle")
+    # what the model saw: the card's persona and the user's words
+    sent = chat.llm.requests[-1]["body"]
+    assert "You are Ada" in sent["messages"][0]["content"] and sent["messages"][-1]["content"] == "Hello Ada!"
+    assert sent["stream"] is True and chat.llm.requests[-1]["auth"] == "Bearer test-key"
+    # stored in order: greeting, user, assistant
+    conn = await asyncpg.connect(chat.database_url)
+    rows = await conn.fetch(
+        "SELECT speaker, content FROM messages WHERE session_id = $1 ORDER BY timestamp", started["session_id"]
+    )
+    await conn.close()
+    assert [r["speaker"] for r in rows] == ["assistant", "user", "assistant"]
+    assert rows[2]["content"] == reply["text"]
+    await ws.close()
+
+
+async def test_history_survives_a_reconnect(chat: ChatSystem) -> None:
+    ws = await chat.ws("grimm")
+    session = (await ws.start())["session_id"]
+    await ws.say("Ahoy captain")
+    await ws.reply()
+    await ws.close()
+    again = await chat.ws("grimm")
+    status = await again.start(new_session=False, session_id=session)
+    assert status["session_id"] == session and status["resumed"] is True
+    await again.say("Remember me?")
+    await again.reply()
+    sent = chat.llm.requests[-1]["body"]["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == ["Ahoy captain", "Remember me?"]
+    async with chat.http.get(f"{chat.url}/api/v1/sessions/{session}/messages") as resp:
+        history = await resp.json()
+    assert [m["speaker"] for m in history["messages"]] == ["assistant", "user", "assistant", "user", "assistant"]
+    await again.close()
+
+
+async def test_new_message_interrupts_the_reply_in_flight(chat: ChatSystem) -> None:
+    chat.llm.script.append(Behaviour(text="[happy] " + " ".join(f"word{i}" for i in range(200)), delay=0.02))
+    ws = await chat.ws("ada")
+    session = (await ws.start())["session_id"]
+    await ws.say("Tell me a long story")
+    await ws.expect("text")
+    await ws.expect("text")
+    await ws.say("Stop, something else")
+    interrupt = await ws.expect("interrupt")
+    assert interrupt["turn"] == 2
+    cut = await ws.reply()
+    assert cut["interrupted"] is True and cut["turn"] == 1 and 0 < len(cut["text"].split()) < 200
+    final = await ws.reply()
+    assert final["turn"] == 2 and final["text"].startswith("Hello there")
+    # no delta of the old turn after the interrupt frame
+    after = ws.frames[ws.frames.index(interrupt) + 1 : ws.frames.index(final)]
+    assert not any(f["type"] == "text" and f["text"].startswith("word") for f in after)
+    conn = await asyncpg.connect(chat.database_url)
+    rows = await conn.fetch(
+        "SELECT speaker, turn, metadata FROM messages WHERE session_id = $1 ORDER BY timestamp", session
+    )
+    await conn.close()
+    marked = [r for r in rows if r["speaker"] == "assistant" and r["turn"] == 1]
+    assert len(marked) == 1 and json.loads(marked[0]["metadata"])["interrupted"] is True
+    await ws.close()
+
+
+async def test_two_sessions_never_see_each_other(chat: ChatSystem) -> None:
+    chat.llm.default = Behaviour(text="[happy] One two three four five.", delay=0.01)
+    a, b = await chat.ws("ada"), await chat.ws("sage")
+    sa, sb = (await a.start())["session_id"], (await b.start())["session_id"]
+    assert sa != sb
+    await asyncio.gather(a.say("from A"), b.say("from B"))
+    await asyncio.gather(a.reply(), b.reply())
+    await asyncio.gather(a.expect(lambda f: f.get("status") == "idle"), b.expect(lambda f: f.get("status") == "idle"))
+    for ws, theirs in ((a, "from B"), (b, "from A")):
+        texts = str(ws.frames)
+        assert theirs not in texts
+        replies = [f for f in ws.frames if f["type"] == "transcript" and f["speaker"] == "assistant"]
+        assert len(replies) == 2  # greeting + its own reply
+    await a.close()
+    await b.close()
+
+
+async def test_several_tabs_watch_the_same_session(chat: ChatSystem) -> None:
+    one = await chat.ws("ada")
+    session = (await one.start())["session_id"]
+    two = await chat.ws("ada")
+    await two.start(new_session=False, session_id=session)
+    await one.say("hello from tab one")
+    seen = await two.expect(lambda f: f.get("type") == "transcript" and f["speaker"] == "user")
+    assert seen["text"] == "hello from tab one"
+    r1, r2 = await one.reply(), await two.reply()
+    assert r1["text"] == r2["text"]
+    assert not any(f.get("speaker") == "user" for f in one.frames if f["type"] == "transcript")  # no echo to sender
+    await one.close()
+    await two.close()

@@ -1,0 +1,112 @@
+"""A local OpenAI-compatible server speaking the real wire protocol, scripted by tests.
+
+``POST /v1/chat/completions`` with ``stream: true`` answers with ``text/event-stream``
+``chat.completion.chunk`` events and ``data: [DONE]``, exactly as the API does; errors
+come as the API's JSON error bodies with their status codes. Each request takes the
+next scripted behaviour (or the default reply) and is recorded for assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Behaviour:
+    kind: str = "text"
+    """text | status | broken | tool_call | hang"""
+    text: str = "[happy] Hello there! I am glad you came. What shall we talk about?"
+    delay: float = 0.0
+    """Seconds between chunks."""
+    status: int = 200
+    after: int = 2
+    """For ``broken``: chunks sent before the connection is cut."""
+    tool: dict[str, Any] = field(default_factory=lambda: {"name": "lookup", "arguments": '{"q": "tides"}'})
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.script: deque[Behaviour] = deque()
+        self.default = Behaviour()
+        self.requests: list[dict[str, Any]] = []
+        self.app = web.Application()
+        self.app.router.add_post("/v1/chat/completions", self._completions)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        payload = await request.json()
+        self.requests.append({"body": payload, "auth": request.headers.get("Authorization", "")})
+        b = self.script.popleft() if self.script else self.default
+        if b.kind == "status":
+            kind = {401: "invalid_request_error", 429: "rate_limit_exceeded"}.get(b.status, "server_error")
+            code = {401: "invalid_api_key", 429: "rate_limit_exceeded"}.get(b.status)
+            body = {"error": {"message": f"scripted {b.status}", "type": kind, "param": None, "code": code}}
+            return web.json_response(body, status=b.status, headers={"retry-after-ms": "10"})
+        if b.kind == "hang":
+            await asyncio.sleep(3600)
+        if not payload.get("stream"):
+            return web.json_response(self._completion(payload, b.text))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        cid, model = f"chatcmpl-{len(self.requests)}", payload.get("model", "fake")
+
+        async def event(delta: dict[str, Any], finish: str | None = None) -> None:
+            chunk = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+                     "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}  # fmt: skip
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        await event({"role": "assistant", "content": ""})
+        if b.kind == "tool_call":
+            args = b.tool["arguments"]
+            await event({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                         "function": {"name": b.tool["name"], "arguments": ""}}]})  # fmt: skip
+            for i in range(0, len(args), 5):
+                await event({"tool_calls": [{"index": 0, "function": {"arguments": args[i : i + 5]}}]})
+            await event({}, "tool_calls")
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
+        words = [w + " " for w in b.text.split(" ")]
+        words[-1] = words[-1].rstrip()
+        for i, word in enumerate(words):
+            if b.kind == "broken" and i == b.after:
+                assert request.transport is not None
+                request.transport.close()  # cut mid-stream, no terminating chunk
+                return resp
+            if b.delay:
+                await asyncio.sleep(b.delay)
+            await event({"content": word})
+        await event({}, "stop")
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    @staticmethod
+    def _completion(payload: dict[str, Any], text: str) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-x", "object": "chat.completion", "created": int(time.time()),
+            "model": payload.get("model", "fake"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }  # fmt: skip

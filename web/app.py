@@ -1,0 +1,102 @@
+"""The aiohttp application: routes, shared state through AppKeys, start/stop in cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+from aiohttp import WSCloseCode, web
+
+from bus import Connection, Endpoints
+from bus.system import Heartbeat, Ready
+from config.characters import load_cards
+from config.settings import Settings
+from web import rest
+from web.hub import Hub
+from web.keys import CARDS, CONN, HUB, SETTINGS, SOCKETS
+from web.ws import websocket
+
+STATIC = Path(__file__).resolve().parent / "static"
+EDGE_TOPICS = ("chat.", "sys.interrupt|", "sys.heartbeat|", "sys.ready|", "diag.pong|", "sys.error|")
+
+
+def required_actors(settings: Settings) -> list[str]:
+    names = [a for g in settings.groups for a in g.actors]
+    if settings.llm_base_url is None:
+        names.append("llm")
+    return names
+
+
+def create_app(settings: Settings, required: Iterable[str] | None = None) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    app[CARDS] = load_cards()
+    app[SOCKETS] = weakref.WeakSet()
+    app.cleanup_ctx.append(_bus(list(required if required is not None else required_actors(settings))))
+    app.on_shutdown.append(_close_sockets)
+    app.router.add_get("/ws/{character}", websocket)
+    app.router.add_get("/api/characters", rest.characters)
+    app.router.add_post("/api/v1/chat/message", rest.chat_message)
+    app.router.add_get("/api/v1/sessions/{session_id}/messages", rest.session_messages)
+    app.router.add_get("/healthz", rest.healthz)
+    app.router.add_get("/", _index)
+    app.router.add_static("/static", STATIC)
+    return app
+
+
+def _bus(required: list[str]):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        conn = Connection(Endpoints(settings.bus), "edge")
+        hub = Hub(conn, required, settings.heartbeat_timeout)
+        await conn.start(hub.on_message, subscribe=EDGE_TOPICS)
+        app[CONN], app[HUB] = conn, hub
+        beat = asyncio.create_task(_heartbeat(conn, hub, app, settings.heartbeat))
+        await conn.publish(Ready("edge", os.getpid(), ("edge",)))
+        yield
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+        await conn.close()
+
+    return ctx
+
+
+async def _heartbeat(conn: Connection, hub: Hub, app: web.Application, every: float) -> None:
+    start = time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        stats = {**conn.stats, **hub.stats, "ws_connections": len(app[SOCKETS]), "sessions": len(hub.sessions)}
+        await conn.publish(Heartbeat("edge", os.getpid(), ("edge",), time.monotonic() - start, stats))
+
+
+async def _close_sockets(app: web.Application) -> None:
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the edge until ``stop`` is set."""
+    runner = web.AppRunner(create_app(settings), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    await site.start()
+    import structlog
+
+    structlog.get_logger("greenroom.edge").info(
+        "edge listening", url=f"http://{settings.http_host}:{settings.http_port}/"
+    )
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

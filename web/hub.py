@@ -1,0 +1,159 @@
+"""The edge's view of the bus: routes chat events to the sockets watching each session.
+
+One sender queue per socket, bounded: a browser that stops reading is disconnected
+rather than allowed to grow memory without limit. Deltas of a turn older than the
+session's newest are dropped, so nothing stale reaches the screen after an interrupt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bus import Connection, Envelope
+from bus.chat import Accepted, ChatError, Delta, Emotion, Reply, Status, UserText
+from bus.system import Heartbeat, Interrupt, Ready
+
+SEND_QUEUE = 2048
+RECENT_REPLIES = 4096
+
+
+@dataclass(eq=False)
+class Client:
+    """One WebSocket connection."""
+
+    id: str
+    character: str
+    queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE))
+    session: str | None = None
+    overflowed: bool = False
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.overflowed = True  # the sender closes the socket
+            self.queue.get_nowait()
+            self.queue.put_nowait(None)
+
+
+class Hub:
+    def __init__(self, conn: Connection, required: Iterable[str], heartbeat_timeout: float) -> None:
+        self.conn = conn
+        self.required = frozenset(required)
+        self._timeout = heartbeat_timeout
+        self.sessions: dict[str, set[Client]] = {}
+        self.turns: dict[str, int] = {}
+        self.replying: dict[str, int] = {}  # session -> turn whose reply is streaming
+        self.seen: dict[str, float] = {}
+        self._replies: OrderedDict[tuple[str, int], Envelope[Any]] = OrderedDict()
+        self._waiters: dict[tuple[str, int], asyncio.Future[Envelope[Any]]] = {}
+        self.stats = {"frames_out": 0, "stale_dropped": 0, "slow_clients": 0}
+
+    # -- attachment -----------------------------------------------------------------------
+
+    def attach(self, client: Client, session: str) -> None:
+        self.detach(client)
+        client.session = session
+        self.sessions.setdefault(session, set()).add(client)
+
+    def detach(self, client: Client) -> None:
+        if client.session is not None:
+            watchers = self.sessions.get(client.session)
+            if watchers is not None:
+                watchers.discard(client)
+                if not watchers:
+                    del self.sessions[client.session]
+                    self.turns.pop(client.session, None)
+                    self.replying.pop(client.session, None)
+            client.session = None
+
+    # -- health -----------------------------------------------------------------------------
+
+    def missing(self) -> list[str]:
+        now = time.monotonic()
+        return sorted(a for a in self.required if now - self.seen.get(a, -1e9) > self._timeout)
+
+    # -- replies for REST -------------------------------------------------------------------
+
+    async def reply_for(self, session: str, turn: int, timeout: float) -> Envelope[Any]:
+        key = (session, turn)
+        if key in self._replies:
+            return self._replies[key]
+        fut = self._waiters.setdefault(key, asyncio.get_running_loop().create_future())
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            if fut.done() or not fut.cancelled():
+                self._waiters.pop(key, None)
+
+    # -- bus -> sockets ---------------------------------------------------------------------
+
+    def on_message(self, env: Envelope[Any], queue: str | None) -> None:
+        body = env.body
+        if isinstance(body, Heartbeat | Ready):
+            now = time.monotonic()
+            for actor in body.actors:
+                self.seen[actor] = now
+            return
+        session = env.session
+        if isinstance(body, Reply):
+            self._remember(env)
+        watchers = self.sessions.get(session)
+        if isinstance(body, Accepted | Interrupt):
+            if env.turn > self.turns.get(session, 0) and watchers:
+                self.turns[session] = env.turn
+                if isinstance(body, Interrupt) and self.replying.get(session, env.turn) < env.turn:
+                    del self.replying[session]  # the browser must stop what it is playing now
+                    self._broadcast(watchers, {"type": "interrupt", "turn": env.turn})
+            return
+        if not watchers:
+            return
+        if env.turn < self.turns.get(session, 0) and isinstance(body, Delta | Emotion):
+            self.stats["stale_dropped"] += 1
+            return
+        frame: dict[str, Any]
+        match body:
+            case Delta():
+                self.replying[session] = env.turn
+                frame = {"type": "text", "text": body.text}
+            case Emotion():
+                frame = {"type": "emotion", "emotion": body.emotion}
+            case Status():
+                frame = {"type": "status", "status": body.status, "message": body.message}
+            case ChatError():
+                frame = {"type": "error", "code": body.code, "message": body.message}
+            case Reply():
+                if self.replying.get(session) == env.turn:
+                    del self.replying[session]
+                frame = {"type": "transcript", "speaker": "assistant", "text": body.text, "isFinal": True,
+                         "emotion": body.emotion, "interrupted": body.interrupted, "turn": env.turn}  # fmt: skip
+            case UserText():
+                frame = {"type": "transcript", "speaker": "user", "text": body.text, "isFinal": True, "turn": env.turn}
+                self._broadcast((c for c in watchers if c.id != body.client), frame)
+                return
+            case _:
+                return
+        self._broadcast(watchers, frame)
+
+    def _broadcast(self, clients: Iterable[Client], frame: dict[str, Any]) -> None:
+        for client in clients:
+            client.send(frame)
+            self.stats["frames_out"] += 1
+            if client.overflowed:
+                self.stats["slow_clients"] += 1
+
+    def _remember(self, env: Envelope[Any]) -> None:
+        key = (env.session, env.turn)
+        self._replies[key] = env
+        if len(self._replies) > RECENT_REPLIES:
+            self._replies.popitem(last=False)
+        fut = self._waiters.pop(key, None)
+        if fut is not None and not fut.done():
+            fut.set_result(env)
