@@ -60,6 +60,7 @@ class OpenAIChat:
     ) -> AsyncIterator[str]:  # fmt: skip
         result = result if result is not None else StreamResult()
         extra: dict[str, Any] = {"tools": list(tools)} if tools else {}
+        started = False  # once content flowed, a connection error means the stream broke
         try:
             create: Any = self._client.chat.completions.create  # typed overloads do not take **extra
             stream: openai.AsyncStream[Any] = await create(
@@ -68,6 +69,7 @@ class OpenAIChat:
             )  # fmt: skip
             try:
                 async for chunk in stream:
+                    started = True
                     if not chunk.choices:
                         continue
                     choice = chunk.choices[0]
@@ -92,7 +94,9 @@ class OpenAIChat:
             raise LLMError("llm_rate_limited", "Model provider is rate limiting us (429); try again shortly.") from None
         except openai.APITimeoutError:
             raise LLMError("llm_timeout", "The language model did not answer in time.") from None
-        except openai.APIConnectionError:
+        except openai.APIConnectionError as exc:
+            if started:
+                raise LLMError("llm_stream_broken", f"The language model's answer broke off: {exc}") from None
             raise LLMError("llm_unavailable", "The language model cannot be reached.") from None
         except openai.APIStatusError as exc:
             raise LLMError("llm_error", f"The language model failed ({exc.status_code}).") from None

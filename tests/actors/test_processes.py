@@ -50,8 +50,19 @@ async def test_actors_in_separate_processes(any_endpoints: Endpoints) -> None:
 
 @pytest.fixture
 async def system(short_tmp: Path) -> AsyncIterator[dict[str, Any]]:
-    """`python run.py` (everything) on an ipc bus in a temporary data dir."""
-    env = {"GREENROOM_DATA_DIR": str(short_tmp), "GREENROOM_HEARTBEAT": "0.2", "GREENROOM_HEARTBEAT_TIMEOUT": "1.5"}
+    """`python run.py` (supervisor, broker, edge, actor groups) on an ipc bus in a temporary data dir.
+
+    Lean on purpose: only the echo group, an external database and model configured (never
+    contacted), and free ports, so supervision is what is tested.
+    """
+    config = short_tmp / "lean.toml"
+    config.write_text('[[groups]]\nname = "echo"\nactors = ["echo"]\n')
+    env = {
+        "GREENROOM_DATA_DIR": str(short_tmp), "GREENROOM_CONFIG": str(config),
+        "GREENROOM_HEARTBEAT": "0.2", "GREENROOM_HEARTBEAT_TIMEOUT": "1.5",
+        "GREENROOM_HTTP_PORT": str(free_tcp_base(1)), "DATABASE_URL": "postgresql://unused/none",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+    }  # fmt: skip
     proc = await spawn(env=env)
     endpoints = Endpoints(f"ipc://{short_tmp}/run/bus")
     watcher = Collector(endpoints)

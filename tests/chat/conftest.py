@@ -122,15 +122,21 @@ class ChatSystem:
 
 
 @pytest.fixture
+def llm_base_url(fake_llm: FakeOpenAI) -> str:
+    """Where the character agent's model lives; a test module may point it elsewhere."""
+    return fake_llm.base_url
+
+
+@pytest.fixture
 async def chat(
-    monkeypatch: pytest.MonkeyPatch, short_tmp: Path, database_url: str, fake_llm: FakeOpenAI
+    monkeypatch: pytest.MonkeyPatch, short_tmp: Path, database_url: str, fake_llm: FakeOpenAI, llm_base_url: str
 ) -> AsyncIterator[ChatSystem]:
     endpoints = Endpoints(f"ipc://{short_tmp}/bus")
     for var, value in {
         "GREENROOM_BUS": endpoints.events_out,
         "GREENROOM_DATA_DIR": str(short_tmp),
         "DATABASE_URL": database_url,
-        "OPENAI_BASE_URL": fake_llm.base_url,
+        "OPENAI_BASE_URL": llm_base_url,
         "OPENAI_API_KEY": "test-key",
         "GREENROOM_LLM_TIMEOUT": "3",
         "GREENROOM_HEARTBEAT": "0.2",

@@ -39,6 +39,7 @@ class FakeOpenAI:
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self._completions)
         self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
         self.port = 0
 
     @property
@@ -46,13 +47,14 @@ class FakeOpenAI:
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def close(self) -> None:
+        self._closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -66,7 +68,7 @@ class FakeOpenAI:
             body = {"error": {"message": f"scripted {b.status}", "type": kind, "param": None, "code": code}}
             return web.json_response(body, status=b.status, headers={"retry-after-ms": "10"})
         if b.kind == "hang":
-            await asyncio.sleep(3600)
+            await self._closing.wait()  # never answers while the test runs
         if not payload.get("stream"):
             return web.json_response(self._completion(payload, b.text))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})

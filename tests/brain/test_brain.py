@@ -1,0 +1,93 @@
+"""brain/: pure decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from brain.emotion import TagReader, classify
+from brain.prompt import Turn, build_messages, estimate_tokens, split_history, summarize
+from brain.routing import CHARACTER, TASK, route
+from brain.sentences import SentenceSplitter
+from config.characters import load_cards, parse_card
+from config.settings import ConfigError
+
+
+def test_history_is_cut_to_the_budget_newest_first() -> None:
+    history = [Turn("user" if i % 2 == 0 else "assistant", f"message number {i} " * 10) for i in range(40)]
+    older, recent = split_history(history, budget=300)
+    assert older + recent == history
+    assert recent and recent[-1] == history[-1]
+    assert sum(estimate_tokens(t.text) + 4 for t in recent) <= 300
+
+
+def test_prompt_has_persona_emotions_summary_history_and_the_new_text() -> None:
+    history = [Turn("user", f"Question {i}. More words here.") for i in range(100)]
+    messages = build_messages("You are Ada.", ["happy", "sad"], history, "latest?", budget=200)
+    system = messages[0]["content"]
+    assert messages[0]["role"] == "system" and system.startswith("You are Ada.")
+    assert "happy, sad" in system and "Earlier in this conversation" in system
+    assert "User: Question" in system and len(system) < 1000  # summarized, bounded
+    assert messages[-1] == {"role": "user", "content": "latest?"}
+    assert all(m["role"] in ("user", "assistant") for m in messages[1:])
+
+
+def test_summary_is_bounded() -> None:
+    assert len(summarize([Turn("user", "x" * 200)] * 100, limit_chars=300)) <= 301
+
+
+@pytest.mark.parametrize(
+    ("deltas", "shown", "emotion"),
+    [
+        (["[hap", "py] Hi", " there"], "Hi there", "happy"),
+        (["  [sad]", "Oh no."], "Oh no.", "sad"),
+        (["Hello ", "[happy] no"], "Hello [happy] no", None),  # only a leading tag counts
+        (["[unknownmood] Hm"], "Hm", None),  # not one of the card's emotions
+        (["[not a tag at all, just text"], "[not a tag at all, just text", None),
+        (["["], "[", None),
+    ],
+)
+def test_emotion_tag_is_read_and_stripped_while_streaming(deltas: list[str], shown: str, emotion: str | None) -> None:
+    reader = TagReader(["happy", "sad"])
+    text = "".join(reader.feed(d) for d in deltas) + reader.flush()
+    assert text == shown and reader.emotion == emotion
+
+
+def test_classifier_picks_the_card_emotion_with_most_cues() -> None:
+    assert classify("I'm so sorry, unfortunately that is sad.", ["happy", "sad", "neutral"]) == "sad"
+    assert classify("Wonderful! I love it!", ["happy", "sad", "neutral"]) == "happy"
+    assert classify("The sky is blue", ["happy", "sad", "neutral"]) == "neutral"
+
+
+def test_sentences_come_out_as_soon_as_they_end() -> None:
+    s = SentenceSplitter()
+    assert s.feed("Hello Dr. Smith. It costs 3") == ["Hello Dr. Smith."]
+    assert s.feed(".5 dollars! Really") == ["It costs 3.5 dollars!"]
+    assert s.feed("? Yes") == ["Really?"]
+    assert s.flush() == ["Yes"]
+    assert s.flush() == []
+
+
+def test_routing_is_a_real_decision() -> None:
+    assert route("Hello, how are you?", tasks_available=True).agent == CHARACTER
+    assert route("What was revenue last month?", tasks_available=True).agent == TASK
+    assert route("What was revenue last month?", tasks_available=False).agent == CHARACTER
+    assert route("   ", tasks_available=True).agent == CHARACTER
+
+
+def test_shipped_cards_load() -> None:
+    cards = load_cards()
+    assert len(cards) >= 3
+    for card in cards.values():
+        assert card.persona and card.greeting and card.voice and card.emotions
+
+
+def test_bad_card_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "x.toml"
+    bad.write_text('name = "Bad Name"\npersona = "p"\n')
+    with pytest.raises(ConfigError, match=r"x\.toml: name must be lowercase"):
+        parse_card(bad)
+    bad.write_text('name = "ok"\n')
+    with pytest.raises(ConfigError, match=r"x\.toml: missing 'persona'"):
+        parse_card(bad)
