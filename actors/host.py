@@ -133,6 +133,8 @@ class Host:
         if queue is not None:
             self._take_work(env, queue)
             return
+        if env.header.seq == 0:
+            return  # the broker's copy of a work item, for taps: its worker got the real one
         body = env.body
         if isinstance(body, Interrupt):
             self._interrupt(env.session, env.turn)

@@ -8,8 +8,8 @@ as they were seen, marked interrupted when they were cut off.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors.actor import Actor
@@ -41,6 +41,8 @@ class SessionState:
     character: str
     turn: int
     status: str = "idle"
+    recent: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=HISTORY_FOR_PROMPT))
+    """The last messages, as the agent is given them (this actor is their only writer)."""
 
 
 class SessionManager(Actor):
@@ -86,6 +88,8 @@ class SessionManager(Actor):
             if character is None:
                 return None
             state = SessionState(character, await self.store.latest_turn(session))
+            for m in await self.store.messages(session, HISTORY_FOR_PROMPT):
+                state.recent.append({"speaker": m.speaker, "text": m.content})
             self._sessions[session] = state
             if len(self._sessions) > MAX_CACHED:
                 self._sessions.popitem(last=False)
@@ -103,9 +107,10 @@ class SessionManager(Actor):
                 return
         session = await self.store.create_session(body.character)
         greeting = self.cards[body.character].greeting
+        state = self._sessions[session] = SessionState(body.character, 0)
         if greeting:
             await self.store.add_message(session, "assistant", greeting, 0, {"greeting": True})
-        self._sessions[session] = SessionState(body.character, 0)
+            state.recent.append({"speaker": "assistant", "text": greeting})
         await self.bus.publish(SessionStarted(session, body.character, False, greeting), cause=env)
 
     async def _user_text(self, env: Envelope[Any]) -> None:
@@ -119,15 +124,12 @@ class SessionManager(Actor):
         state.turn = turn  # persisted first, then it counts
         await self.bus.publish(Interrupt("new user message"), session=env.session, turn=turn, parent=env.id)
         await self.bus.publish(Accepted(message_id, turn), session=env.session, turn=turn, parent=env.id)
-        history = [
-            {"speaker": m.speaker, "text": m.content}
-            for m in await self.store.messages(env.session, HISTORY_FOR_PROMPT + 1)
-            if m.id != message_id
-        ]
+        history = tuple(state.recent)
+        state.recent.append({"speaker": "user", "text": body.text})
         state.status = "thinking"
         await self.bus.publish(Status("thinking", "Thinking…"), session=env.session, turn=turn, parent=env.id)
         await self.bus.publish(
-            TurnStarted(state.character, body.text, tuple(history[-HISTORY_FOR_PROMPT:])),
+            TurnStarted(state.character, body.text, history),
             session=env.session, turn=turn, parent=env.id,
         )  # fmt: skip
 
@@ -142,6 +144,7 @@ class SessionManager(Actor):
             if body.error:
                 meta["error"] = body.error
             await self.store.add_message(env.session, "assistant", body.text, env.turn, meta)
+            state.recent.append({"speaker": "assistant", "text": body.text})
         if env.turn == state.turn:
             state.status = "idle"
             await self.bus.publish(Status("idle", "Ready"), cause=env)

@@ -35,6 +35,7 @@ class _Proxy:
     frontend: zmq.Socket[bytes]
     backend: zmq.Socket[bytes]
     control: zmq.Socket[bytes]  # our end of the PAIR
+    capture: zmq.Socket[bytes] | None = None
     thread: threading.Thread | None = None
 
 
@@ -71,7 +72,13 @@ class Broker:
             for name in self._queues:
                 pull = self._bind(zmq.PULL, self.endpoints.queue_push(name))
                 push = self._bind(zmq.PUSH, self.endpoints.queue_pull(name))
-                self._add(f"queue.{name}", pull, push)
+                # Every work item is also published as an event, so a tap sees the whole story.
+                # (Frames are unchanged; seq 0 keeps subscribers from counting gaps on them.)
+                capture: zmq.Socket[bytes] = self._ctx.socket(zmq.PUB)
+                capture.setsockopt(zmq.LINGER, 0)
+                capture.setsockopt(zmq.SNDHWM, self._hwm)
+                capture.connect(self.endpoints.events_in)
+                self._add(f"queue.{name}", pull, push, capture)
         except BaseException:
             self.stop()
             raise
@@ -90,8 +97,9 @@ class Broker:
                 proxy.thread.join(timeout=5)
         self._monitor.stop()
         for proxy in self._proxies:
-            for sock in (proxy.frontend, proxy.backend, proxy.control):
-                sock.close(linger=0)
+            for sock in (proxy.frontend, proxy.backend, proxy.control, proxy.capture):
+                if sock is not None:
+                    sock.close(linger=0)
         self._proxies.clear()
         for path in self.endpoints.ipc_paths():
             with contextlib.suppress(FileNotFoundError):
@@ -142,17 +150,23 @@ class Broker:
         self._monitor.watch(sock, address)
         return sock
 
-    def _add(self, name: str, frontend: zmq.Socket[bytes], backend: zmq.Socket[bytes]) -> None:
+    def _add(
+        self,
+        name: str,
+        frontend: zmq.Socket[bytes],
+        backend: zmq.Socket[bytes],
+        capture: zmq.Socket[bytes] | None = None,
+    ) -> None:
         addr = f"inproc://greenroom-broker-{id(self)}-{name}"
         ours: zmq.Socket[bytes] = self._ctx.socket(zmq.PAIR)
         ours.bind(addr)
-        self._proxies.append(_Proxy(name, frontend, backend, ours))
+        self._proxies.append(_Proxy(name, frontend, backend, ours, capture))
 
     def _run(self, proxy: _Proxy) -> None:
         theirs: zmq.Socket[bytes] = self._ctx.socket(zmq.PAIR)
         theirs.connect(f"inproc://greenroom-broker-{id(self)}-{proxy.name}")
         try:
-            zmq.proxy_steerable(proxy.frontend, proxy.backend, None, theirs)
+            zmq.proxy_steerable(proxy.frontend, proxy.backend, proxy.capture, theirs)
         except zmq.ZMQError as exc:
             if exc.errno != zmq.ETERM:
                 log.error("proxy failed", extra={"proxy": proxy.name, "error": str(exc)})

@@ -60,7 +60,10 @@ class Header:
     v: int
     """Schema version of the body."""
     seq: int
-    """Per (src, type) sequence number: receivers count gaps as drops."""
+    """Per (src, type) sequence number from 1: receivers count gaps as drops.
+
+    0 marks a work item (pushed to a queue); the broker also publishes a copy of each
+    work item as an event so taps see it, and actor hosts do not handle those copies."""
 
     def to_wire(self) -> dict[str, Any]:
         return {

@@ -77,15 +77,15 @@ class Collector:
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
-async def spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-    """Start ``python run.py ARGS`` with pipes, in the repository root."""
+async def spawn(*args: str, env: dict[str, str] | None = None, stderr: Any = None) -> asyncio.subprocess.Process:
+    """Start ``python run.py ARGS`` with pipes (or ``stderr`` to a file), in the repository root."""
     import os
     import sys
 
     full_env = {**os.environ, "GREENROOM_LOG_FORMAT": "json", **(env or {})}
     return await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "run.py"), *args, cwd=ROOT, env=full_env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=stderr if stderr is not None else asyncio.subprocess.PIPE,
     )  # fmt: skip
 
 

@@ -139,7 +139,7 @@ async def test_garbage_and_unknown_types_are_counted_and_survived(
         pass
 
     def header(type_: str) -> bytes:
-        return msgpack.packb(make_header(type_, session="A", turn=0, parent=None, src="x@1", v=1, seq=0).to_wire())
+        return msgpack.packb(make_header(type_, session="A", turn=0, parent=None, src="x@1", v=1, seq=1).to_wire())
 
     garbage = [
         [b"test.work|A"],

@@ -63,15 +63,22 @@ async def system(short_tmp: Path) -> AsyncIterator[dict[str, Any]]:
         "GREENROOM_HTTP_PORT": str(free_tcp_base(1)), "DATABASE_URL": "postgresql://unused/none",
         "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
     }  # fmt: skip
-    proc = await spawn(env=env)
+    log_file = (short_tmp / "system.log").open("wb")  # a pipe nobody reads could fill and block it
+    proc = await spawn(env=env, stderr=log_file)
     endpoints = Endpoints(f"ipc://{short_tmp}/run/bus")
     watcher = Collector(endpoints)
-    await watcher.start()  # ZeroMQ connects before the broker binds: it just waits
-    ready = await watcher.expect(Ready, lambda b: b.name == "echo", timeout=20)
+    try:
+        await watcher.start()  # ZeroMQ connects before the broker binds: it just waits
+        ready = await watcher.expect(Ready, lambda b: b.name == "echo", timeout=20)
+    except BaseException:
+        await stop(proc)
+        print((short_tmp / "system.log").read_text()[-3000:])
+        raise
     yield {"proc": proc, "endpoints": endpoints, "watcher": watcher, "ready": ready, "dir": short_tmp}
     await watcher.close()
     if proc.returncode is None:
         await stop(proc)
+    log_file.close()
 
 
 async def test_killed_actor_is_restarted_and_handles_the_next_message(system: dict[str, Any]) -> None:

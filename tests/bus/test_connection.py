@@ -70,6 +70,21 @@ async def test_queue_work_goes_to_exactly_one_worker(broker: Endpoints) -> None:
         await c.close()
 
 
+async def test_work_items_are_visible_to_taps(broker: Endpoints, watcher: Collector) -> None:
+    worker = Connection(broker, "worker")
+    got = asyncio.Event()
+    await worker.start(lambda env, q: got.set(), pull=["echo"])
+    producer = Connection(broker, "producer")
+    await producer.start()
+    sent = await producer.push("echo", Work(42), session="s9")
+    await asyncio.wait_for(got.wait(), 5)
+    seen = await watcher.expect(Work, lambda b: b.n == 42)
+    assert seen.id == sent.id and seen.session == "s9"
+    assert watcher.conn.stats["missed"] == 0
+    await producer.close()
+    await worker.close()
+
+
 async def test_ask_matches_reply_by_parent(broker: Endpoints) -> None:
     responder = Connection(broker, "responder")
 

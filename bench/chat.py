@@ -1,0 +1,244 @@
+"""Chat benchmark: N concurrent WebSocket sessions against the whole system.
+
+The system runs as in production (``run.py``: supervisor, broker, embedded PostgreSQL,
+session/orchestrator, character agent, echo, edge, each in its own process); the model
+is an instant, protocol-faithful OpenAI server in its own process, so what is measured
+is Greenroom, not a model.
+
+For each N (default 100 and 1000):
+- raw:  paced ``bus_ping`` frames: WS -> edge -> bus -> echo actor -> bus -> edge -> WS.
+- chat: paced user turns over the same sockets: time to the first ``text`` frame (first
+        delta) and to the final transcript. The difference of first-delta and raw
+        percentiles is the chat pipeline's overhead (persist, route, queue, prompt, LLM
+        request over HTTP, stream back).
+- throughput: every session sends its next turn as soon as the last one ends.
+
+Usage: python bench/chat.py [--sessions 100 1000] [--rate 50] [--seconds 10]
+Writes bench/results/chat.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else float("nan")
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50": pct(values, 50), "p90": pct(values, 90), "p99": pct(values, 99),
+            "max": max(values) if values else float("nan")}  # fmt: skip
+
+
+class Client:
+    """One browser-like session: a socket and a reader that hands frames to whoever waits."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.frames.put_nowait(json.loads(msg.data))
+
+    async def until(self, kind: str, speaker: str | None = None) -> dict[str, Any]:
+        while True:
+            frame = await self.frames.get()
+            if frame["type"] == "error":
+                raise RuntimeError(f"error frame: {frame}")
+            if frame["type"] == kind and (speaker is None or frame.get("speaker") == speaker):
+                return frame
+
+    async def start(self) -> None:
+        await self.ws.send_str(json.dumps({"action": "start_session", "input_type": "text", "new_session": True}))
+        await self.until("transcript", "assistant")  # the greeting
+
+    async def ping(self) -> float:
+        t0 = time.perf_counter()
+        await self.ws.send_str('{"action":"bus_ping"}')
+        await self.until("pong")
+        return (time.perf_counter() - t0) * 1000
+
+    async def turn(self, text: str) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        await self.ws.send_str(json.dumps({"action": "stream_data", "input_type": "text", "data": text}))
+        await self.until("text")
+        first = (time.perf_counter() - t0) * 1000
+        await self.until("transcript", "assistant")
+        return first, (time.perf_counter() - t0) * 1000
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self.reader.cancel()
+
+
+async def paced(clients: list[Client], rate: float, seconds: float, op: Any) -> list[Any]:
+    """Open loop: ``rate`` operations a second spread over idle clients."""
+    results: list[Any] = []
+    idle = list(clients)
+    random.shuffle(idle)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(c: Client) -> None:
+        results.append(await op(c))
+        idle.append(c)
+
+    start = time.perf_counter()
+    n = 0
+    while time.perf_counter() - start < seconds:
+        due = start + n / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if idle:
+            task = asyncio.create_task(run(idle.pop(0)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        n += 1
+    await asyncio.gather(*tasks)
+    return results
+
+
+async def closed_loop(clients: list[Client], seconds: float) -> int:
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def loop(c: Client) -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            await c.turn("go on")
+            done += 1
+
+    await asyncio.gather(*(loop(c) for c in clients))
+    return done
+
+
+async def measure(url: str, n: int, rate: float, seconds: float) -> dict[str, Any]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        clients: list[Client] = []
+        sem = asyncio.Semaphore(50)
+
+        async def connect() -> None:
+            async with sem:
+                c = Client(await http.ws_connect(f"{url}/ws/ada", heartbeat=None, max_msg_size=0))
+                await c.start()
+                clients.append(c)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(connect() for _ in range(n)))
+        setup = time.perf_counter() - t0
+        for c in clients[:20]:  # warm-up
+            await c.ping()
+            await c.turn("warm up")
+        raw = await paced(clients, rate, seconds, lambda c: c.ping())
+        chat = await paced(clients, rate, seconds, lambda c: c.turn("Hello! How are you today?"))
+        first = [f for f, _ in chat]
+        total = [t for _, t in chat]
+        t0 = time.perf_counter()
+        turns = await closed_loop(clients, seconds)
+        elapsed = time.perf_counter() - t0
+        for c in clients:
+            await c.close()
+    raw_s, first_s = summary(raw), summary(first)
+    return {
+        "sessions": n,
+        "connect_and_start_s": setup,
+        "paced_rate_per_s": rate,
+        "raw_ws_bus_ws_ms": raw_s,
+        "first_delta_ms": first_s,
+        "full_turn_ms": summary(total),
+        "overhead_ms": {"p50": first_s["p50"] - raw_s["p50"], "p99": first_s["p99"] - raw_s["p99"]},
+        "turns_per_s_closed_loop": turns / elapsed,
+    }
+
+
+async def wait_healthy(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(f"{url}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError("system did not become healthy")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--rate", type=float, default=50.0, help="paced operations per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="grc-", dir="/tmp"))
+    llm_port, http_port = free_port(), free_port()
+    env = {**os.environ, "GREENROOM_DATA_DIR": str(tmp), "GREENROOM_HTTP_PORT": str(http_port),
+           "OPENAI_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "GREENROOM_LOG_LEVEL": "warning",
+           "GREENROOM_LOG_FORMAT": "json"}  # fmt: skip
+    env.pop("DATABASE_URL", None)
+    llm = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(llm_port)], cwd=ROOT, stdout=subprocess.PIPE
+    )
+    system = subprocess.Popen([sys.executable, str(ROOT / "run.py")], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{http_port}"
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "setup": "run.py (all processes) + instant fake OpenAI server; client in this process",
+    }
+    try:
+        asyncio.run(wait_healthy(url))
+        report["runs"] = [asyncio.run(measure(url, n, args.rate, args.seconds)) for n in args.sessions]
+    finally:
+        system.send_signal(signal.SIGTERM)
+        system.wait(timeout=30)
+        llm.terminate()
+        llm.wait(timeout=10)
+    report["target"] = "p99 first-delta overhead at 100 sessions <= 5 ms above the raw WS->bus->WS round trip"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "chat.json").write_text(json.dumps(report, indent=2) + "\n")
+    for run in report["runs"]:
+        raw, first, full = run["raw_ws_bus_ws_ms"], run["first_delta_ms"], run["full_turn_ms"]
+        print(f"{run['sessions']} sessions (paced {run['paced_rate_per_s']:g}/s):")
+        print(f"  raw WS->bus->echo->bus->WS  p50 {raw['p50']:7.2f} ms  p99 {raw['p99']:7.2f} ms")
+        print(f"  first delta                 p50 {first['p50']:7.2f} ms  p99 {first['p99']:7.2f} ms")
+        over = run["overhead_ms"]
+        print(f"  overhead over raw           p50 {over['p50']:7.2f} ms  p99 {over['p99']:7.2f} ms")
+        print(f"  full turn                   p50 {full['p50']:7.2f} ms  p99 {full['p99']:7.2f} ms")
+        print(f"  closed loop: {run['turns_per_s_closed_loop']:.0f} turns/s")
+    print(f"written to {RESULTS / 'chat.json'}")
+
+
+if __name__ == "__main__":
+    main()
