@@ -64,13 +64,13 @@ class CharacterAgent(Actor):
             nonlocal n_delta, n_sentence, emotion_sent
             if not text:
                 return
+            said.append(text)
+            await self.bus.publish(Delta(text, n_delta), cause=env)  # the first words go out first
             if not emotion_sent and tags.emotion:
                 emotion_sent = True
                 await self.bus.publish(Emotion(tags.emotion), cause=env)
             if n_delta == 0:
                 await self.bus.publish(Status("speaking", "Speaking…"), cause=env)
-            said.append(text)
-            await self.bus.publish(Delta(text, n_delta), cause=env)
             n_delta += 1
             for sentence in sentences.feed(text):
                 await self.bus.publish(Sentence(sentence, n_sentence), cause=env)

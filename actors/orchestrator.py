@@ -18,6 +18,6 @@ class Orchestrator(Actor):
     async def on_message(self, env: Envelope[Any]) -> None:
         body: TurnStarted = env.body
         decision = route(body.text, tasks_available=self.tasks_available)
-        await self.bus.publish(Routed(decision.agent, decision.reason), cause=env)
         if decision.agent == CHARACTER:
             await self.bus.push("character", Generate(body.character, body.text, body.history), cause=env)
+        await self.bus.publish(Routed(decision.agent, decision.reason), cause=env)

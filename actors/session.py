@@ -122,16 +122,16 @@ class SessionManager(Actor):
         turn = state.turn + 1
         message_id = await self.store.add_message(env.session, "user", body.text, turn, {"source": body.source})
         state.turn = turn  # persisted first, then it counts
-        await self.bus.publish(Interrupt("new user message"), session=env.session, turn=turn, parent=env.id)
-        await self.bus.publish(Accepted(message_id, turn), session=env.session, turn=turn, parent=env.id)
         history = tuple(state.recent)
         state.recent.append({"speaker": "user", "text": body.text})
         state.status = "thinking"
-        await self.bus.publish(Status("thinking", "Thinking…"), session=env.session, turn=turn, parent=env.id)
+        # Hot path first: stop the old turn, start the new one; then tell the clients.
+        await self.bus.publish(Interrupt("new user message"), session=env.session, turn=turn, parent=env.id)
         await self.bus.publish(
-            TurnStarted(state.character, body.text, history),
-            session=env.session, turn=turn, parent=env.id,
-        )  # fmt: skip
+            TurnStarted(state.character, body.text, history), session=env.session, turn=turn, parent=env.id
+        )
+        await self.bus.publish(Accepted(message_id, turn), session=env.session, turn=turn, parent=env.id)
+        await self.bus.publish(Status("thinking", "Thinking…"), session=env.session, turn=turn, parent=env.id)
 
     async def _reply(self, env: Envelope[Any]) -> None:
         body: Reply = env.body

@@ -6,11 +6,13 @@ is an instant, protocol-faithful OpenAI server in its own process, so what is me
 is Greenroom, not a model.
 
 For each N (default 100 and 1000):
-- raw:  paced ``bus_ping`` frames: WS -> edge -> bus -> echo actor -> bus -> edge -> WS.
-- chat: paced user turns over the same sockets: time to the first ``text`` frame (first
+- raw:  ``bus_ping`` frames: WS -> edge -> bus -> echo actor -> bus -> edge -> WS.
+- chat: user turns over the same sockets: time to the first ``text`` frame (first
         delta) and to the final transcript. The difference of first-delta and raw
         percentiles is the chat pipeline's overhead (persist, route, queue, prompt, LLM
         request over HTTP, stream back).
+  Raw and chat operations are interleaved at random in one paced window (open loop,
+  ``--rate`` a second), so both see the same machine.
 - throughput: every session sends its next turn as soon as the last one ends.
 
 Usage: python bench/chat.py [--sessions 100 1000] [--rate 50] [--seconds 10]
@@ -159,8 +161,16 @@ async def measure(url: str, n: int, rate: float, seconds: float) -> dict[str, An
         for c in clients[:20]:  # warm-up
             await c.ping()
             await c.turn("warm up")
-        raw = await paced(clients, rate, seconds, lambda c: c.ping())
-        chat = await paced(clients, rate, seconds, lambda c: c.turn("Hello! How are you today?"))
+
+        # Interleaved in one paced window, so machine noise hits both measurements alike.
+        async def either(c: Client) -> tuple[str, Any]:
+            if random.random() < 0.5:
+                return "raw", await c.ping()
+            return "chat", await c.turn("Hello! How are you today?")
+
+        mixed = await paced(clients, rate, seconds * 2, either)
+        raw = [v for kind, v in mixed if kind == "raw"]
+        chat = [v for kind, v in mixed if kind == "chat"]
         first = [f for f, _ in chat]
         total = [t for _, t in chat]
         t0 = time.perf_counter()
