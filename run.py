@@ -132,11 +132,11 @@ def _stop_event() -> asyncio.Event:
 async def _broker_beats(conn: Any, broker: Any, every: float) -> None:
     from bus.system import Heartbeat
 
-    start = loop_time = asyncio.get_running_loop().time()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     while True:
         await asyncio.sleep(every)
-        loop_time = asyncio.get_running_loop().time()
-        await conn.publish(Heartbeat("broker", os.getpid(), (), loop_time - start, broker.stats()))
+        await conn.publish(Heartbeat("broker", os.getpid(), (), loop.time() - start, broker.stats()))
 
 
 def _part(args: argparse.Namespace, settings: Settings, *words: str) -> tuple[str, ...]:

@@ -54,7 +54,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         request.app[HUB].detach(client)
-        client.queue.put_nowait(None) if not client.queue.full() else None
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sender
