@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import aiohttp
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -50,7 +51,11 @@ class OpenAIChat:
 
     def __init__(self, base_url: str, api_key: str, model: str, timeout: float, max_retries: int = 1) -> None:
         self.model = model
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+        # The SDK's aiohttp transport: ~0.5 ms less per request than its default (bench/chat.py).
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
+            http_client=openai.DefaultAioHttpClient(timeout=timeout),
+        )  # fmt: skip
 
     async def close(self) -> None:
         await self._client.close()
@@ -97,7 +102,9 @@ class OpenAIChat:
             raise LLMError("llm_auth", "Model provider rejected our key (401): check OPENAI_API_KEY.") from None
         except openai.RateLimitError:
             raise LLMError("llm_rate_limited", "Model provider is rate limiting us (429); try again shortly.") from None
-        except openai.APITimeoutError:
+        except openai.APITimeoutError as exc:
+            if _refused(exc):  # the aiohttp transport reports a refused connection as a connect timeout
+                raise LLMError("llm_unavailable", "The language model cannot be reached.") from None
             raise LLMError("llm_timeout", "The language model did not answer in time.") from None
         except openai.APIConnectionError as exc:
             if started:
@@ -107,3 +114,13 @@ class OpenAIChat:
             raise LLMError("llm_error", f"The language model failed ({exc.status_code}).") from None
         except Exception as exc:  # a stream cut mid-way surfaces as the HTTP library's own error
             raise LLMError("llm_stream_broken", f"The language model's answer broke off: {exc}") from None
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection refusal is somewhere in the cause chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError | aiohttp.ClientConnectorError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
