@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
-from bus import Connection, Endpoints
+from bus import Connection, Endpoints, type_prefix
 from bus.system import Heartbeat, Ready
 from config.characters import load_cards
 from config.settings import Settings
@@ -22,7 +22,12 @@ from web.keys import CARDS, CONN, HUB, SETTINGS, SOCKETS
 from web.ws import websocket
 
 STATIC = Path(__file__).resolve().parent / "static"
-EDGE_TOPICS = ("chat.", "sys.interrupt|", "sys.heartbeat|", "sys.ready|", "diag.pong|", "sys.error|")
+# Exactly what the edge forwards or waits for: decoding the rest (turns and work items carry
+# the history) would be wasted on the hot path.
+EDGE_TYPES = (
+    "chat.delta", "chat.emotion", "chat.status", "chat.error", "chat.reply", "chat.user_text", "chat.accepted",
+    "chat.started", "chat.history", "sys.interrupt", "sys.heartbeat", "sys.ready", "sys.error", "diag.pong",
+)  # fmt: skip
 
 
 def required_actors(settings: Settings) -> list[str]:
@@ -54,7 +59,7 @@ def _bus(required: list[str]):  # type: ignore[no-untyped-def]
         settings = app[SETTINGS]
         conn = Connection(Endpoints(settings.bus), "edge")
         hub = Hub(conn, required, settings.heartbeat_timeout)
-        await conn.start(hub.on_message, subscribe=EDGE_TOPICS)
+        await conn.start(hub.on_message, subscribe=[type_prefix(t) for t in EDGE_TYPES])
         app[CONN], app[HUB] = conn, hub
         beat = asyncio.create_task(_heartbeat(conn, hub, app, settings.heartbeat))
         await conn.publish(Ready("edge", os.getpid(), ("edge",)))
