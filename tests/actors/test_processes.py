@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bus import Broker, Connection, Endpoints
-from bus.system import Ping, Pong, ProcessEvent, Ready
+from bus.system import Heartbeat, Ping, Pong, ProcessEvent, Ready
 from tests.conftest import free_tcp_base
 from tests.helpers import Collector, process_gone, spawn, stop
 
@@ -69,7 +69,8 @@ async def system(short_tmp: Path) -> AsyncIterator[dict[str, Any]]:
     watcher = Collector(endpoints)
     try:
         await watcher.start()  # ZeroMQ connects before the broker binds: it just waits
-        ready = await watcher.expect(Ready, lambda b: b.name == "echo", timeout=20)
+        # sys.ready is sent once and may precede our subscription; heartbeats repeat (0.2 s).
+        ready = await watcher.expect(Heartbeat, lambda b: b.name == "echo", timeout=20)
     except BaseException:
         await stop(proc)
         print((short_tmp / "system.log").read_text()[-3000:])
