@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 from aiohttp.test_utils import TestServer
 
+from bus import type_prefix
+from bus.system import Heartbeat
 from config.settings import settings
 from tests.chat.conftest import ChatSystem
+from tests.helpers import Collector
 from web.app import create_app
 
 
@@ -67,21 +68,22 @@ async def test_provider_failure_is_a_502_with_the_code(chat: ChatSystem) -> None
 
 
 async def test_healthz_waits_for_every_actor(chat: ChatSystem) -> None:
-    async def status() -> int:
-        async with chat.http.get(f"{chat.url}/healthz") as resp:
-            return resp.status
-
-    async with asyncio.timeout(5):
-        while await status() != 200:  # noqa: ASYNC110 (polling the endpoint is the point)
-            await asyncio.sleep(0.05)
+    watcher = Collector(chat.endpoints, (type_prefix("sys.heartbeat"),))
+    await watcher.start()
+    required = {"session", "orchestrator", "character", "echo"}
+    # two rounds of heartbeats from every actor: the edge has certainly seen the first
+    await watcher.expect_n(Heartbeat, 2 * len(required), lambda b: bool(required & set(b.actors)))
+    async with chat.http.get(f"{chat.url}/healthz") as resp:
+        assert resp.status == 200 and (await resp.json())["missing"] == []
     lonely = TestServer(create_app(settings(), required=["session", "nobody"]), host="127.0.0.1")
     await lonely.start_server()
-    async with asyncio.timeout(5):
-        while True:  # once its first heartbeats arrive, only the absent actor is missing
-            async with chat.http.get(lonely.make_url("/healthz")) as resp:
-                body = await resp.json()
-            assert resp.status == 503
-            if body["missing"] == ["nobody"]:
-                break
-            await asyncio.sleep(0.05)
+    async with chat.http.get(lonely.make_url("/healthz")) as resp:
+        assert resp.status == 503  # nothing heard yet
+    from_session = lambda b: "session" in b.actors  # noqa: E731
+    seen = watcher.count(Heartbeat, from_session)
+    await watcher.expect_n(Heartbeat, seen + 2, from_session)  # later session heartbeats reached it too
+    async with chat.http.get(lonely.make_url("/healthz")) as resp:
+        body = await resp.json()
+    assert resp.status == 503 and body["missing"] == ["nobody"]
     await lonely.close()
+    await watcher.close()
