@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from bus.envelope import TOPIC_SEP, Envelope, Header, topic_for
+from bus.envelope import Envelope, Header, topic_for
 from bus.message import REGISTRY, DecodeError, Message, Registry
 
 Frames = Sequence[bytes]
@@ -73,9 +73,9 @@ def decode_header(frames: Frames) -> tuple[Header, dict[str, Any]]:
     if not ok:
         _explain_header(raw)
     header = Header(id_, type_, session, turn, parent, float(ts), mono, src, v, seq)
-    topic = frames[0]
-    if topic != f"{type_}{TOPIC_SEP}{session}".encode():
-        raise DecodeError(f"topic {bytes(topic)[:80]!r} does not match header (expected {topic_for(type_, session)!r})")
+    expected = topic_for(type_, session)
+    if frames[0] != expected:
+        raise DecodeError(f"topic {bytes(frames[0])[:80]!r} does not match header (expected {expected!r})")
     return header, raw
 
 
@@ -120,8 +120,3 @@ def decode_raw(frames: Frames) -> RawMessage:
     """Decode any well-formed message, registered type or not."""
     _, header = decode_header(frames)
     return RawMessage(header, _unpack(frames[2], "body"), tuple(bytes(f) for f in frames[3:]))
-
-
-def split_topic(topic: bytes) -> tuple[str, str]:
-    type_, _, session = topic.decode(errors="replace").partition(TOPIC_SEP)
-    return type_, session

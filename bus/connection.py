@@ -284,7 +284,7 @@ class Connection:
         try:
             send_frames(self._pub, frames)
         except zmq.Again:
-            if not await self._send_slow(self._pub, frames):
+            if not await send_with_backoff(self._pub, frames, self._send_timeout):
                 self.stats["dropped_hwm"] += 1
                 self._ratelog.warning("hwm", "event dropped: broker not keeping up", type=what)
                 return False
@@ -299,13 +299,10 @@ class Connection:
         try:
             send_frames(sock, frames)
         except zmq.Again:
-            if not await self._send_slow(sock, frames):
+            if not await send_with_backoff(sock, frames, self._send_timeout):
                 self.stats["queue_full"] += 1
                 raise QueueFull(f"work queue {queue!r} full for {self._send_timeout:g}s") from None
         self.stats["pushed"] += 1
-
-    async def _send_slow(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> bool:
-        return await send_with_backoff(sock, frames, self._send_timeout)
 
     # -- receiving --------------------------------------------------------------------------
 

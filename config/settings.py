@@ -65,9 +65,6 @@ class Settings:
     llm_port: int = 8766
     """Loopback port of the embedded model server (GREENROOM_LLM_PORT)."""
 
-    def with_bus(self, bus: str | None) -> Settings:
-        return replace(self, bus=bus) if bus else self
-
     def override(self, **changes: Any) -> Settings:
         """Apply command-line flags (None means not given)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
