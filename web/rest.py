@@ -44,7 +44,9 @@ async def chat_message(request: web.Request) -> web.Response:
     conn, hub = request.app[CONN], request.app[HUB]
     try:
         if not session:
-            started = await conn.ask(StartSession(character, True), reply=SessionStarted, timeout=ASK_TIMEOUT)
+            started = await conn.ask(StartSession(character, True), reply=(SessionStarted, Error), timeout=ASK_TIMEOUT)
+            if not isinstance(started.body, SessionStarted):
+                return _error(503, "session_unavailable", started.body.message)
             session = started.body.session
         accepted = await conn.ask(
             UserText(text, "rest", new_id()), reply=(Accepted, Error), session=session, timeout=ASK_TIMEOUT

@@ -141,6 +141,8 @@ class Session:
         if not isinstance(resume, str) or len(resume) > 64:
             raise ProtocolError("bad_frame", "session_id must be a string")
         started = await self._ask(StartSession(self.client.character, new_session, resume, input_type), SessionStarted)
+        if not isinstance(started.body, SessionStarted):  # the session manager failed and said so
+            raise ProtocolError("session_unavailable", started.body.message)
         body: SessionStarted = started.body
         self.hub.attach(self.client, body.session)
         self.client.send({"type": "status", "status": "idle", "message": "Session started",

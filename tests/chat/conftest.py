@@ -116,6 +116,7 @@ class ChatSystem:
     llm: FakeOpenAI
     http: aiohttp.ClientSession
     database_url: str
+    hosts: list[Host]
 
     async def ws(self, character: str = "ada") -> WS:
         return WS(await self.http.ws_connect(f"{self.url}/ws/{character}"))
@@ -151,7 +152,7 @@ async def chat(
         server = TestServer(create_app(settings()), host="127.0.0.1")
         await server.start_server()
         async with aiohttp.ClientSession() as http:
-            yield ChatSystem(str(server.make_url("")).rstrip("/"), endpoints, fake_llm, http, database_url)
+            yield ChatSystem(str(server.make_url("")).rstrip("/"), endpoints, fake_llm, http, database_url, hosts)
         await server.close()
         for host in hosts:
             await host.stop()

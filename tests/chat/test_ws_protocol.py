@@ -109,3 +109,22 @@ async def test_frames_are_json_text(chat: ChatSystem) -> None:
     msg = await ws.ws.receive()
     assert msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data) == {"type": "pong"}
     await ws.close()
+
+
+async def test_a_failing_session_service_gives_an_error_frame_not_a_dead_socket(chat: ChatSystem) -> None:
+    manager = chat.hosts[0].actors[0]
+
+    async def broken(character: str) -> str:
+        raise ConnectionError("database went away")
+
+    manager.store.create_session = broken  # type: ignore[attr-defined]
+    ws = await chat.ws()
+    await ws.send({"action": "start_session", "input_type": "text", "new_session": True})
+    error = await ws.expect("error")
+    assert error["code"] == "session_unavailable" and "database went away" in error["message"]
+    await ws.send({"action": "ping"})
+    await ws.expect("pong")
+    async with chat.http.post(f"{chat.url}/api/v1/chat/message", json={"character": "ada", "text": "hi"}) as resp:
+        body = await resp.json()
+    assert resp.status == 503 and body["error"]["code"] == "session_unavailable"
+    await ws.close()
