@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import structlog
@@ -13,27 +14,48 @@ from bus.system import Error
 class ActorBus:
     """What an actor may do on the bus, stamped with the actor's own ``src``.
 
-    Actors never see a socket: they publish events, push work and ask.
+    Actors never see a socket: they publish events, push work and ask. The host may give
+    two shortcuts: ``local`` is handed every published event right away (the host delivers
+    it to its own actors without the round trip through the broker and skips the bus
+    copy); ``local_work`` takes a pushed work item here when an actor of this host that
+    prefers local work pulls that queue and has room (returns False otherwise).
     """
 
-    __slots__ = ("_conn", "src")
+    __slots__ = ("_conn", "_local", "_local_work", "src")
 
-    def __init__(self, conn: Connection, src: str) -> None:
+    def __init__(
+        self, conn: Connection, src: str, local: Callable[[Envelope[Any]], None] | None = None,
+        local_work: Callable[[str, Envelope[Any] | None], bool] | None = None,
+    ) -> None:  # fmt: skip
         self._conn = conn
+        self._local = local
+        self._local_work = local_work
         self.src = src
 
     async def publish(
         self, body: Message, *, cause: Envelope[Any] | None = None, session: str = "", turn: int = 0,
         parent: str | None = None, extra: tuple[bytes, ...] = (),
     ) -> Header:  # fmt: skip
-        return await self._conn.publish(
+        header = await self._conn.publish(
             body, cause=cause, session=session, turn=turn, parent=parent, extra=extra, src=self.src
         )
+        if self._local is not None:
+            self._local(Envelope(header, body, extra))
+        return header
 
     async def push(
         self, queue: str, body: Message, *, cause: Envelope[Any] | None = None, session: str = "",
         turn: int = 0, parent: str | None = None, extra: tuple[bytes, ...] = (),
     ) -> Header:  # fmt: skip
+        take = self._local_work
+        if take is not None and take(queue, None):
+            header = self._conn.header(
+                body, session=session, turn=turn, parent=parent, cause=cause, seq=False, src=self.src
+            )
+            env = Envelope(header, body, extra)
+            take(queue, env)
+            await self._conn.announce_work(header, body, extra)
+            return header
         return await self._conn.push(
             queue, body, cause=cause, session=session, turn=turn, parent=parent, extra=extra, src=self.src
         )
@@ -72,6 +94,11 @@ class Actor:
     """True: also receive data of turns an interrupt made stale (e.g. to record what was cut off)."""
     max_inflight: ClassVar[int] = 64
     """Most queue messages taken but not yet handled; past it the queue waits in the broker."""
+    prefer_local: ClassVar[bool] = False
+    """True: work pushed to its queues by an actor of the same host is taken here while it has
+    room (no broker round trip); beyond ``max_inflight`` it goes to the queue as usual. Right
+    for actors whose work mostly waits on something else (a model server), wrong for CPU-bound
+    ones, whose work should spread over replicas."""
 
     def __init__(self, bus: ActorBus) -> None:
         self.bus = bus

@@ -21,6 +21,7 @@ from actors.actor import Actor, ActorBus
 from actors.lanes import Lane
 from bus import Connection, Endpoints, Envelope, type_prefix
 from bus.system import Heartbeat, Interrupt, Ready, Shutdown, Stopped
+from config.process import settle_heap
 
 log = structlog.get_logger("greenroom.host")
 MAX_FLOORS = 100_000
@@ -43,8 +44,15 @@ class Host:
             raise ValueError("a host needs at least one actor")
         self.name = name or "+".join(a.name for a in actors)
         self.conn = Connection(endpoints, self.name)
-        self.actors = [cls(ActorBus(self.conn, f"{cls.name}@{self.conn.src.split('@')[1]}")) for cls in actors]
-        self.stats: dict[str, int] = dict.fromkeys(("handled", "failed", "cancelled", "stale", "dropped_overflow"), 0)
+        # Events our actors publish reach our other actors at once (same order, no broker
+        # round trip); the copy the bus brings back is recognised by its src and skipped.
+        self._suffix = "@" + self.conn.src.split("@")[1]
+        self.actors = [
+            cls(ActorBus(self.conn, f"{cls.name}{self._suffix}", self._event, self._local_work)) for cls in actors
+        ]
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("handled", "failed", "cancelled", "stale", "dropped_overflow", "work_local"), 0
+        )
         self.stopped = asyncio.Event()
         self._heartbeat = heartbeat
         self._lane_limit = lane_limit
@@ -95,6 +103,7 @@ class Host:
         await self.conn.start(self._route, subscribe=sorted(topics), pull=list(self._by_queue), timeout=timeout)
         for actor in self.actors:
             await actor.on_start()
+        settle_heap()
         self._beat = asyncio.create_task(self._beat_loop(), name=f"{self.name}:heartbeat")
         await self.conn.publish(Ready(self.name, os.getpid(), self.actor_names))
         log.info("actors ready", actors=self.actor_names, pid=os.getpid(), src=self.conn.src)
@@ -135,6 +144,14 @@ class Host:
             return
         if env.header.seq == 0:
             return  # the broker's copy of a work item, for taps: its worker got the real one
+        src = env.header.src
+        if src.endswith(self._suffix) and src != self.conn.src:
+            return  # one of our actors published it: delivered locally when it did
+        self._event(env)
+
+    def _event(self, env: Envelope[Any]) -> None:
+        if self._stopping:
+            return
         body = env.body
         if isinstance(body, Interrupt):
             self._interrupt(env.session, env.turn)
@@ -171,6 +188,16 @@ class Host:
             lane = self._lanes.get((id(actor), session))
             if lane is not None:
                 lane.interrupt(turn)
+
+    def _local_work(self, queue: str, env: Envelope[Any] | None) -> bool:
+        """Without ``env``: whether a work item for ``queue`` can be taken here. With: take it."""
+        actor = self._by_queue.get(queue)
+        if actor is None or not actor.prefer_local or self._stopping or self._inflight[queue] >= actor.max_inflight:
+            return False
+        if env is not None:
+            self.stats["work_local"] += 1
+            self._take_work(env, queue)
+        return True
 
     def _take_work(self, env: Envelope[Any], queue: str) -> None:
         actor = self._by_queue[queue]

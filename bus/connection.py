@@ -64,7 +64,7 @@ class Connection:
     ) -> None:
         self.endpoints = endpoints
         self.name = name
-        self.src = f"{name}@{new_id()[:8]}"
+        self.src = f"{name}@{new_id()}"  # unique per connection: a host recognises its own events by it
         self.registry = registry
         self.stats: dict[str, int] = dict.fromkeys(
             ("published", "pushed", "received", "decode_errors", "unknown_types", "missed",
@@ -239,6 +239,11 @@ class Connection:
         header = self.header(body, session=session, turn=turn, parent=parent, cause=cause, seq=False, src=src)
         await self._send_work(queue, self._frames(header, body, extra))
         return header
+
+    async def announce_work(self, header: Header, body: Message, extra: tuple[bytes, ...] = ()) -> None:
+        """Publish the tap copy of a work item handed over in this process (what the broker's
+        queue capture does for the others): ``seq`` 0, so no actor handles it twice."""
+        await self._send_event(header.type, self._frames(header, body, extra))
 
     async def ask(
         self, body: Message, *, reply: type[Message] | tuple[type[Message], ...], timeout: float = 5.0,

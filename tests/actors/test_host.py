@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from actors import Actor, Host
-from bus import Connection, Endpoints, Envelope
+from bus import Connection, Endpoints, Envelope, Message, message
 from bus.envelope import make_header
 from bus.system import Cancel, Error, Heartbeat, Interrupt, Ready, Shutdown, Stopped
 from tests.helpers import Collector, Done, Work
@@ -189,3 +189,122 @@ async def test_shutdown_message_stops_the_host(broker: Endpoints, sender: Connec
     await asyncio.wait_for(runner, 5)
     stopped = await watcher.expect(Stopped)
     assert stopped.body.name == "worker"
+
+
+class Announcer(Actor):
+    """Turns each Work into a Done event."""
+
+    name = "announcer"
+    handles = (Work,)
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        await self.bus.publish(Done(env.body.n, self.name), cause=env)
+
+
+class Listener(Actor):
+    """Records every Done it is given, and a Cancel as the end marker."""
+
+    name = "listener"
+    handles = (Done, Cancel)
+    got: ClassVar[list[object]]
+    ended: ClassVar[asyncio.Event]
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        type(self).got.append(env.body.n if isinstance(env.body, Done) else "end")
+        if isinstance(env.body, Cancel):
+            type(self).ended.set()
+
+
+class FarListener(Listener):
+    name = "far-listener"
+    got: ClassVar[list[object]]
+    ended: ClassVar[asyncio.Event]
+
+
+async def test_events_between_actors_of_one_host_arrive_once_in_order_and_still_reach_the_bus(
+    broker: Endpoints, sender: Connection, watcher: Collector
+) -> None:
+    Listener.got, FarListener.got = [], []
+    Listener.ended, FarListener.ended = asyncio.Event(), asyncio.Event()
+    near = Host(broker, [Announcer, Listener])
+    far = Host(broker, [FarListener])
+    await near.start()
+    await far.start()
+    try:
+        for n in range(100):
+            await sender.publish(Work(n), session="A")
+        seen = await watcher.expect_n(Done, 100)
+        assert [e.body.n for e in seen] == list(range(100))  # taps still see every event
+        # Whatever the bus carries back to the near host arrives before this marker does.
+        await sender.publish(Cancel("end"), session="A")
+        await asyncio.wait_for(Listener.ended.wait(), 10)
+        await asyncio.wait_for(FarListener.ended.wait(), 10)
+        assert Listener.got == [*range(100), "end"]  # local delivery: once each, in order
+        assert FarListener.got == [*range(100), "end"]  # another host: through the broker
+    finally:
+        await near.stop()
+        await far.stop()
+
+
+@message("test.job")
+class Job(Message):
+    """Work handed from one actor to another through a queue."""
+
+    n: int
+    """Sequence number."""
+
+
+class Dispatcher(Actor):
+    """Turns each Work event into a Job on the 'echo' queue."""
+
+    name = "dispatcher"
+    handles = (Work,)
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        await self.bus.push("echo", Job(env.body.n), cause=env)
+
+
+class LocalWorker(Actor):
+    """Prefers local work; holds each job until the test opens the gate."""
+
+    name = "local-worker"
+    queues = ("echo",)
+    prefer_local = True
+    max_inflight = 2
+    gate: ClassVar[asyncio.Event]
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        await type(self).gate.wait()
+        await self.bus.publish(Done(env.body.n, self.name), cause=env)
+
+
+class FarWorker(Actor):
+    name = "far-worker"
+    queues = ("echo",)
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        await self.bus.publish(Done(env.body.n, self.name), cause=env)
+
+
+async def test_work_for_a_local_actor_skips_the_broker_until_it_is_full(
+    broker: Endpoints, sender: Connection, watcher: Collector
+) -> None:
+    LocalWorker.gate = asyncio.Event()
+    near = Host(broker, [Dispatcher, LocalWorker])
+    far = Host(broker, [FarWorker])
+    await near.start()
+    await far.start()
+    try:
+        for n in range(6):
+            await sender.publish(Work(n), session=f"s{n}")
+        jobs = await watcher.expect_n(Job, 6)  # taps see every work item, local or not
+        assert sorted(e.body.n for e in jobs) == list(range(6)) and all(e.header.seq == 0 for e in jobs)
+        assert near.stats["work_local"] == 2  # room for two here; the rest went to the queue
+        LocalWorker.gate.set()
+        done = await watcher.expect_n(Done, 6)
+        assert sorted(e.body.n for e in done) == list(range(6))  # each handled once, here or there
+        assert any(e.body.by == "far-worker" for e in done)
+        assert near.snapshot()["work_local"] == 2  # ... and reported in heartbeats
+    finally:
+        await near.stop()
+        await far.stop()
