@@ -6,13 +6,13 @@ stable code the edge shows the user; nothing hangs: every request has a timeout.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 
 class LLMError(Exception):
@@ -68,36 +68,26 @@ class OpenAIChat:
         extra: dict[str, Any] = {"tools": list(tools)} if tools else {}
         started = False  # once content flowed, a connection error means the stream broke
         try:
-            # The client's public post() sends our already well-formed body as is: the typed
-            # create() re-validates the whole history on every turn (a fifth of this actor's CPU).
+            # The client's public post() with the body already encoded and chunks left as
+            # parsed JSON: the typed create() re-validates the whole history on every turn,
+            # and building a pydantic model per chunk costs more than the HTTP exchange.
             body = {"model": model or self.model, "messages": list(messages), "temperature": temperature,
                     "max_tokens": max_tokens, "stream": True, **extra}  # fmt: skip
             stream = await self._client.post(
-                "/chat/completions", body=body, cast_to=ChatCompletion, stream=True,
-                stream_cls=openai.AsyncStream[ChatCompletionChunk],
-                options={"headers": {}, "security": {"bearer_auth": True}},
+                "/chat/completions", content=json.dumps(body).encode(), cast_to=object, stream=True,
+                stream_cls=openai.AsyncStream[object],
+                options={"headers": {"Content-Type": "application/json"}, "security": {"bearer_auth": True}},
             )  # fmt: skip
             try:
                 async for chunk in stream:
                     started = True
-                    if not chunk.choices:
-                        continue
-                    choice = chunk.choices[0]
-                    if choice.finish_reason:
-                        result.finish_reason = choice.finish_reason
-                    delta = choice.delta
-                    for tc in delta.tool_calls or ():
-                        while len(result.tool_calls) <= tc.index:
-                            result.tool_calls.append(ToolCall())
-                        call = result.tool_calls[tc.index]
-                        call.id = tc.id or call.id
-                        if tc.function is not None:
-                            call.name += tc.function.name or ""
-                            call.arguments += tc.function.arguments or ""
-                    if delta.content:
-                        yield delta.content
+                    text = _absorb(chunk, result)
+                    if text:
+                        yield text
             finally:
                 await stream.close()
+        except LLMError:
+            raise
         except openai.AuthenticationError:
             raise LLMError("llm_auth", "Model provider rejected our key (401): check OPENAI_API_KEY.") from None
         except openai.RateLimitError:
@@ -114,6 +104,33 @@ class OpenAIChat:
             raise LLMError("llm_error", f"The language model failed ({exc.status_code}).") from None
         except Exception as exc:  # a stream cut mid-way surfaces as the HTTP library's own error
             raise LLMError("llm_stream_broken", f"The language model's answer broke off: {exc}") from None
+
+
+def _absorb(chunk: object, result: StreamResult) -> str:
+    """One ``chat.completion.chunk``: assemble tool-call deltas into ``result``, return its text."""
+    if not isinstance(chunk, dict):
+        raise LLMError("llm_stream_broken", f"The language model sent a malformed chunk: {chunk!r:.200}")
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        return ""
+    choice = choices[0]
+    if choice.get("finish_reason"):
+        result.finish_reason = str(choice["finish_reason"])
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return ""
+    for tc in delta.get("tool_calls") or ():
+        index = int(tc.get("index", 0))
+        while len(result.tool_calls) <= index:
+            result.tool_calls.append(ToolCall())
+        call = result.tool_calls[index]
+        call.id = tc.get("id") or call.id
+        function = tc.get("function")
+        if isinstance(function, dict):
+            call.name += function.get("name") or ""
+            call.arguments += function.get("arguments") or ""
+    content = delta.get("content")
+    return content if isinstance(content, str) else ""
 
 
 def _refused(exc: BaseException) -> bool:

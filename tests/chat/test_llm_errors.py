@@ -63,3 +63,15 @@ async def test_tool_call_deltas_are_assembled(fake_llm: FakeOpenAI) -> None:
     assert result.finish_reason == "tool_calls"
     assert [(c.id, c.name, c.arguments) for c in result.tool_calls] == [("call_1", "lookup", '{"q": "tides"}')]
     await model.close()
+
+
+async def test_a_malformed_chunk_is_a_broken_stream(fake_llm: FakeOpenAI) -> None:
+    fake_llm.script.append(Behaviour(kind="garbage"))
+    model = OpenAIChat(fake_llm.base_url, "k", "m", timeout=5)
+    text: list[str] = []
+    with pytest.raises(LLMError) as info:
+        async for delta in model.stream([{"role": "user", "content": "hi"}]):
+            text.append(delta)
+    assert text == ["Hello"]  # what came before is kept
+    assert info.value.code == "llm_stream_broken" and "malformed chunk" in info.value.message
+    await model.close()

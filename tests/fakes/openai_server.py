@@ -21,7 +21,7 @@ from aiohttp import web
 @dataclass
 class Behaviour:
     kind: str = "text"
-    """text | status | broken | tool_call | hang"""
+    """text | status | broken | tool_call | hang | garbage (a chunk that is JSON but not a chunk)"""
     text: str = "[happy] Hello there! I am glad you came. What shall we talk about?"
     delay: float = 0.0
     """Seconds between chunks."""
@@ -81,6 +81,11 @@ class FakeOpenAI:
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
         await event({"role": "assistant", "content": ""})
+        if b.kind == "garbage":
+            await event({"content": "Hello"})
+            await resp.write(b'data: ["not", "a", "chunk"]\n\n')
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
         if b.kind == "tool_call":
             args = b.tool["arguments"]
             await event({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
