@@ -58,7 +58,7 @@ class SessionManager(Actor):
         if url is None:
             self._pg_handle, url = await asyncio.to_thread(start_embedded, cfg.data_dir)
         assert url is not None
-        self._pool = await connect(url)
+        self._pool = await connect(url, sync_commit=cfg.db_sync_commit)
         await migrate(self._pool)
         self.store = ChatStore(self._pool)
         self.cards = load_cards()

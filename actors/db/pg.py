@@ -63,8 +63,12 @@ async def _keep(conn: asyncpg.Connection) -> None:
     """Our connections never change session state, so skip asyncpg's per-release RESET round trip."""
 
 
-async def connect(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep)
+async def connect(url: str, *, min_size: int = 1, max_size: int = 10, sync_commit: bool = True) -> asyncpg.Pool:
+    """A pool; ``sync_commit=False`` commits without waiting for the WAL flush (see Settings)."""
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep,
+        server_settings={"synchronous_commit": "on" if sync_commit else "off"},
+    )  # fmt: skip
     assert pool is not None
     return pool
 

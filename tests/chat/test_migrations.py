@@ -15,3 +15,10 @@ async def test_migrations_apply_once(database_url: str) -> None:
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages'")}  # fmt: skip
     assert {"id", "session_id", "speaker", "content", "timestamp", "metadata"} <= cols
     await pool.close()
+
+
+async def test_commit_durability_follows_the_setting(database_url: str) -> None:
+    for sync, expected in ((False, "off"), (True, "on")):
+        pool = await connect(database_url, sync_commit=sync)
+        assert await pool.fetchval("SHOW synchronous_commit") == expected
+        await pool.close()

@@ -12,7 +12,7 @@ from config import ConfigError, Group, load_settings
 def test_defaults_put_the_bus_under_the_data_dir(tmp_path: Path) -> None:
     s = load_settings({"GREENROOM_DATA_DIR": str(tmp_path)}, file=tmp_path / "none.toml")
     assert s.bus.startswith("ipc://") and s.bus.endswith("/run/bus")
-    assert [g.name for g in s.groups] == ["chat", "character", "echo"]
+    assert [g.name for g in s.groups] == ["chat", "echo"]
     assert s.database_url is None and s.llm_base_url is None  # embedded defaults
 
 
@@ -27,6 +27,8 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     f.write_text('bus = "tcp://127.0.0.1:7000"\nheartbeat = 2\n[[groups]]\nname = "a"\nactors = ["echo"]\n')
     s = load_settings({"GREENROOM_CONFIG": str(f), "GREENROOM_HEARTBEAT": "0.5"})
     assert s.bus == "tcp://127.0.0.1:7000" and s.heartbeat == 0.5 and s.groups == (Group("a", ("echo",)),)
+    assert not s.db_sync_commit
+    assert load_settings({"GREENROOM_CONFIG": str(f), "GREENROOM_DB_SYNC_COMMIT": "on"}).db_sync_commit
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ('[[groups]]\nname = "a"\nactors = []', "needs a non-empty list"),
         ('[[groups]]\nname = "a"\nactors = ["echo"]\n[[groups]]\nname = "a"\nactors = ["echo"]', "unique"),
         ("this is not toml", "g.toml"),
+        ('db_sync_commit = "maybe"', "db_sync_commit must be on or off"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, text: str, error: str) -> None:
