@@ -26,6 +26,7 @@ HISTORY_BUDGET_TOKENS = 1200
 class CharacterAgent(Actor):
     name = "character"
     queues = ("character",)
+    prefer_local = True  # its work waits on the model server; next to the orchestrator it skips a hop
     model: ChatModel
 
     async def on_start(self) -> None:

@@ -15,6 +15,7 @@ from aiohttp import WSCloseCode, web
 from bus import Connection, Endpoints, type_prefix
 from bus.system import Heartbeat, Ready
 from config.characters import load_cards
+from config.process import settle_heap
 from config.settings import Settings
 from web import rest
 from web.hub import Hub
@@ -96,6 +97,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()
+    settle_heap()
     import structlog
 
     structlog.get_logger("greenroom.edge").info(

@@ -145,8 +145,7 @@ async def chat(
         monkeypatch.setenv(var, value)
     settings.cache_clear()
     with Broker(endpoints):
-        hosts = [Host(endpoints, [SessionManager, Orchestrator]), Host(endpoints, [CharacterAgent]),
-                 Host(endpoints, [Echo])]  # fmt: skip
+        hosts = [Host(endpoints, [SessionManager, Orchestrator, CharacterAgent]), Host(endpoints, [Echo])]
         for host in hosts:
             await host.start()
         server = TestServer(create_app(settings()), host="127.0.0.1")
