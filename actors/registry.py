@@ -16,6 +16,9 @@ ACTORS: dict[str, str] = {
     "orchestrator": "actors.orchestrator:Orchestrator",
     "character": "actors.character:CharacterAgent",
     "llm": "actors.llm_server:LocalLLM",
+    "stt": "actors.stt:SttWorker",
+    "tts": "actors.tts:TtsWorker",
+    "resampler": "actors.resampler:Resampler",
 }
 
 

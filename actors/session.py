@@ -29,6 +29,7 @@ from bus.chat import (
     UserText,
 )  # fmt: skip
 from bus.system import Error, Interrupt
+from bus.voice import Heard, SpeechStarted
 from config.characters import load_cards
 from config.settings import settings
 
@@ -41,13 +42,19 @@ class SessionState:
     character: str
     turn: int
     status: str = "idle"
+    speak: bool = False
+    """Replies are spoken (an audio session, or a text one that asked for speech)."""
+    reply_ids: dict[int, str] = field(default_factory=dict)
+    """Stored assistant message of recent turns, for what the user heard of them."""
+    heard: dict[int, str] = field(default_factory=dict)
+    """What the user heard of an interrupted turn whose reply is not stored yet."""
     recent: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=HISTORY_FOR_PROMPT))
     """The last messages, as the agent is given them (this actor is their only writer)."""
 
 
 class SessionManager(Actor):
     name = "session"
-    handles = (StartSession, UserText, Reply, HistoryRequest, EndSession)
+    handles = (StartSession, UserText, Reply, HistoryRequest, EndSession, SpeechStarted, Heard)
     interrupt_cancels = False  # its own work is short and must not be lost
     accept_stale = True  # records replies of interrupted turns too
 
@@ -80,6 +87,10 @@ class SessionManager(Actor):
             case EndSession():
                 await self.store.end_session(env.session)
                 await self.bus.publish(Status("idle", "Session ended"), cause=env)
+            case SpeechStarted():
+                await self._barge_in(env)
+            case Heard():
+                await self._heard(env)
 
     async def _state(self, session: str) -> SessionState | None:
         state = self._sessions.get(session)
@@ -103,11 +114,13 @@ class SessionManager(Actor):
         if not body.new_session and body.resume:
             state = await self._state(body.resume)
             if state is not None and state.character == body.character:
+                state.speak = body.speak or body.input_type == "audio"
                 await self.bus.publish(SessionStarted(body.resume, body.character, True), cause=env)
                 return
         session = await self.store.create_session(body.character)
         greeting = self.cards[body.character].greeting
         state = self._sessions[session] = SessionState(body.character, 0)
+        state.speak = body.speak or body.input_type == "audio"
         if greeting:
             await self.store.add_message(session, "assistant", greeting, 0, {"greeting": True})
             state.recent.append({"speaker": "assistant", "text": greeting})
@@ -127,8 +140,9 @@ class SessionManager(Actor):
         state.status = "thinking"
         # Hot path first: stop the old turn, start the new one; then tell the clients.
         await self.bus.publish(Interrupt("new user message"), session=env.session, turn=turn, parent=env.id)
+        speak = state.speak or body.source == "voice"
         await self.bus.publish(
-            TurnStarted(state.character, body.text, history), session=env.session, turn=turn, parent=env.id
+            TurnStarted(state.character, body.text, history, speak), session=env.session, turn=turn, parent=env.id
         )
         await self.bus.publish(Accepted(message_id, turn), session=env.session, turn=turn, parent=env.id)
         await self.bus.publish(Status("thinking", "Thinking…"), session=env.session, turn=turn, parent=env.id)
@@ -143,11 +157,42 @@ class SessionManager(Actor):
             meta: dict[str, Any] = {"emotion": body.emotion, "interrupted": interrupted}
             if body.error:
                 meta["error"] = body.error
-            await self.store.add_message(env.session, "assistant", body.text, env.turn, meta)
-            state.recent.append({"speaker": "assistant", "text": body.text})
+            text = body.text
+            heard = state.heard.pop(env.turn, None)
+            if heard is not None:  # spoken and cut off: history keeps what was heard
+                meta["generated"], meta["heard"], text = text, True, heard
+            state.reply_ids[env.turn] = await self.store.add_message(env.session, "assistant", text, env.turn, meta)
+            while len(state.reply_ids) > 8:
+                state.reply_ids.pop(next(iter(state.reply_ids)))
+            state.recent.append({"speaker": "assistant", "text": text})
         if env.turn == state.turn:
             state.status = "idle"
             await self.bus.publish(Status("idle", "Ready"), cause=env)
+
+    async def _barge_in(self, env: Envelope[Any]) -> None:
+        """The user started speaking: whatever the character is saying stops now."""
+        state = await self._state(env.session)
+        if state is None:
+            return
+        if state.turn > 0:
+            await self.bus.publish(Interrupt("user speaking"), session=env.session, turn=state.turn + 1, parent=env.id)
+        state.status = "listening"
+        await self.bus.publish(Status("listening", "Listening…"), session=env.session, turn=state.turn, parent=env.id)
+
+    async def _heard(self, env: Envelope[Any]) -> None:
+        state = await self._state(env.session)
+        if state is None:
+            return
+        text: str = env.body.text
+        message_id = state.reply_ids.get(env.turn)
+        if message_id is None:
+            state.heard[env.turn] = text  # the reply is not stored yet: applied when it is
+            return
+        await self.store.record_heard(message_id, text)
+        for item in reversed(state.recent):
+            if item["speaker"] == "assistant":
+                item["text"] = text
+                break
 
     async def _history(self, env: Envelope[Any]) -> None:
         state = await self._state(env.session)

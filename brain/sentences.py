@@ -7,20 +7,37 @@ import re
 # An end mark, optional closing quotes/brackets, then whitespace. Abbreviations like "Dr." and
 # decimals like "3.5" are not ends; a short first clause may be cut at a comma for a fast start.
 _END = re.compile(r"[.!?…]+[\"')\]]*\s+")
+_CLAUSE = re.compile(r"[,;:—]\s+")
 _ABBREV = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "etc.", "no.", "jr.", "sr."}
 
 
 class SentenceSplitter:
-    def __init__(self, min_chars: int = 2) -> None:
+    """``fast_start``: the reply's first clause (up to a comma, 2+ words) comes out on its
+    own, so speech can start before the first sentence is complete."""
+
+    def __init__(self, min_chars: int = 2, fast_start: bool = True) -> None:
         self._buf = ""
         self._min = min_chars
+        self._fast = fast_start
 
     def feed(self, delta: str) -> list[str]:
         """Complete sentences now available (stripped), in order."""
         self._buf += delta
         out: list[str] = []
         start = 0
-        for match in _END.finditer(self._buf):
+        if self._fast:
+            end = _END.search(self._buf)
+            limit = end.start() if end is not None else len(self._buf)
+            for clause in _CLAUSE.finditer(self._buf, 0, limit):
+                first = self._buf[: clause.end()].strip()
+                if len(first.split()) >= 2:
+                    out.append(first)
+                    start = clause.end()
+                    self._fast = False
+                    break
+            if end is not None:
+                self._fast = False
+        for match in _END.finditer(self._buf, start):
             candidate = self._buf[start : match.end()].strip()
             last_word = candidate.rsplit(None, 1)[-1].lower() if candidate else ""
             if last_word in _ABBREV or len(candidate) < self._min:

@@ -22,6 +22,8 @@ class StartSession(Message):
     """Session id the client remembers, if any."""
     input_type: str = "text"
     """``text`` or ``audio``."""
+    speak: bool = False
+    """Spoken replies wanted (always for audio sessions)."""
 
 
 @message("chat.started")
@@ -45,7 +47,7 @@ class UserText(Message):
     text: str
     """What the user said."""
     source: str = "ws"
-    """``ws``, ``rest`` or ``stt``."""
+    """``ws``, ``rest`` or ``voice`` (a final transcript)."""
     client: str = ""
     """Edge connection that sent it (other tabs of the session are shown it)."""
 
@@ -70,6 +72,8 @@ class TurnStarted(Message):
     """The user's words."""
     history: tuple[dict[str, Any], ...] = ()
     """Earlier messages, oldest first: ``{"speaker", "text"}``."""
+    speak: bool = False
+    """The reply is to be spoken (TTS workers take its sentences)."""
 
 
 @message("chat.routed")

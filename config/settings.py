@@ -69,6 +69,10 @@ class Settings:
     """Seconds before a model request counts as timed out (GREENROOM_LLM_TIMEOUT)."""
     llm_port: int = 8766
     """Loopback port of the embedded model server (GREENROOM_LLM_PORT)."""
+    stt_model: str | None = None
+    """GREENROOM_STT_MODEL: a sherpa-onnx recognizer's model directory; None: Whisper tiny.en."""
+    dashscope_api_key: str = ""
+    """DASHSCOPE_API_KEY, for cards whose voice is a DashScope one (``cosyvoice:…``)."""
 
     def override(self, **changes: Any) -> Settings:
         """Apply command-line flags (None means not given)."""
@@ -129,11 +133,14 @@ def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None
         llm_model=str(pick("llm_model", "GREENROOM_LLM_MODEL", "smollm2")),
         llm_timeout=_positive(pick("llm_timeout", "GREENROOM_LLM_TIMEOUT", 30.0), "llm_timeout"),
         llm_port=_port(pick("llm_port", "GREENROOM_LLM_PORT", 8766), "llm_port"),
+        stt_model=env.get("GREENROOM_STT_MODEL") or doc.get("stt_model") or None,
+        dashscope_api_key=env.get("DASHSCOPE_API_KEY", ""),
     )
 
 
 DEFAULT_GROUPS = [
     {"name": "chat", "actors": ["session", "orchestrator", "character"]},
+    {"name": "voice", "actors": ["stt", "tts", "resampler"]},
     {"name": "echo", "actors": ["echo"]},
 ]
 

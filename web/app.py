@@ -28,6 +28,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 EDGE_TYPES = (
     "chat.delta", "chat.emotion", "chat.status", "chat.error", "chat.reply", "chat.user_text", "chat.accepted",
     "chat.started", "chat.history", "sys.interrupt", "sys.heartbeat", "sys.ready", "sys.error", "diag.pong",
+    "voice.audio_out", "voice.transcript",
 )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ session's newest are dropped, so nothing stale reaches the screen after an inter
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -17,6 +18,7 @@ from typing import Any
 from bus import Connection, Envelope
 from bus.chat import Accepted, ChatError, Delta, Emotion, Reply, Status, UserText
 from bus.system import Heartbeat, Interrupt, Ready
+from bus.voice import AudioOut, Transcript
 
 SEND_QUEUE = 2048
 RECENT_REPLIES = 4096
@@ -50,7 +52,8 @@ class Hub:
         self._timeout = heartbeat_timeout
         self.sessions: dict[str, set[Client]] = {}
         self.turns: dict[str, int] = {}
-        self.replying: dict[str, int] = {}  # session -> turn whose reply is streaming
+        self.replying: dict[str, int] = {}  # session -> turn whose reply is streaming (text or audio)
+        self.speaking: dict[str, int] = {}  # session -> turn whose audio is streaming
         self.seen: dict[str, float] = {}
         self._replies: OrderedDict[tuple[str, int], Envelope[Any]] = OrderedDict()
         self._waiters: dict[tuple[str, int], asyncio.Future[Envelope[Any]]] = {}
@@ -72,6 +75,7 @@ class Hub:
                     del self.sessions[client.session]
                     self.turns.pop(client.session, None)
                     self.replying.pop(client.session, None)
+                    self.speaking.pop(client.session, None)
             client.session = None
 
     # -- health -----------------------------------------------------------------------------
@@ -111,11 +115,12 @@ class Hub:
                 self.turns[session] = env.turn
                 if isinstance(body, Interrupt) and self.replying.get(session, env.turn) < env.turn:
                     del self.replying[session]  # the browser must stop what it is playing now
+                    self.speaking.pop(session, None)
                     self._broadcast(watchers, {"type": "interrupt", "turn": env.turn})
             return
         if not watchers:
             return
-        if env.turn < self.turns.get(session, 0) and isinstance(body, Delta | Emotion):
+        if env.turn < self.turns.get(session, 0) and isinstance(body, Delta | Emotion | AudioOut):
             self.stats["stale_dropped"] += 1
             return
         frame: dict[str, Any]
@@ -123,6 +128,13 @@ class Hub:
             case Delta():
                 self.replying[session] = env.turn
                 frame = {"type": "text", "text": body.text}
+            case AudioOut():
+                self._audio_out(env, watchers)
+                return
+            case Transcript():
+                if body.final:
+                    return  # the final one arrives as the user's message (chat.user_text)
+                frame = {"type": "transcript", "speaker": "user", "text": body.text, "isFinal": False}
             case Emotion():
                 frame = {"type": "emotion", "emotion": body.emotion}
             case Status():
@@ -130,7 +142,7 @@ class Hub:
             case ChatError():
                 frame = {"type": "error", "code": body.code, "message": body.message}
             case Reply():
-                if self.replying.get(session) == env.turn:
+                if self.replying.get(session) == env.turn and self.speaking.get(session) != env.turn:
                     del self.replying[session]
                 frame = {"type": "transcript", "speaker": "assistant", "text": body.text, "isFinal": True,
                          "emotion": body.emotion, "interrupted": body.interrupted, "turn": env.turn}  # fmt: skip
@@ -141,6 +153,18 @@ class Hub:
             case _:
                 return
         self._broadcast(watchers, frame)
+
+    def _audio_out(self, env: Envelope[Any], watchers: set[Client]) -> None:
+        session, body = env.session, env.body
+        pcm = env.extra[0] if env.extra else b""
+        if pcm:
+            self.replying[session] = self.speaking[session] = env.turn
+            frame = {"type": "audio", "audio_data": base64.b64encode(pcm).decode(), "turn": env.turn, "seq": body.seq}
+            self._broadcast(watchers, frame)
+        if body.last:  # the flush above was the turn's last audio
+            if self.speaking.pop(session, None) is not None and self.replying.get(session) == env.turn:
+                del self.replying[session]
+            self._broadcast(watchers, {"type": "audio_end", "turn": env.turn})
 
     def _broadcast(self, clients: Iterable[Client], frame: dict[str, Any]) -> None:
         for client in clients:

@@ -7,6 +7,8 @@ One reader (this handler) and one sender task per socket. Every malformed frame 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import time
@@ -17,6 +19,7 @@ from aiohttp import WSMsgType, web
 from bus import BusError, new_id
 from bus.chat import Accepted, EndSession, SessionStarted, StartSession, UserText
 from bus.system import Error, Ping, Pong
+from bus.voice import AudioIn
 from web.hub import Client
 from web.keys import CARDS, CONN, HUB, SOCKETS
 
@@ -24,6 +27,10 @@ MAX_FRAME = 4 * 1024 * 1024  # hard limit (aiohttp closes with 1009 beyond it)
 MAX_TEXT_FRAME = 64 * 1024  # larger frames get an error frame
 MAX_USER_TEXT = 4000
 ASK_TIMEOUT = 10.0
+AUDIO_RATES = (8000, 96000)
+"""Sample rates accepted for microphone audio, Hz."""
+MAX_AUDIO_BACKLOG = 2.0
+"""Seconds of audio a socket may send ahead of real time (bursts); beyond, chunks are refused."""
 
 
 class ProtocolError(Exception):
@@ -82,6 +89,11 @@ class Session:
         self.client = client
         self.conn = app[CONN]
         self.hub = app[HUB]
+        self.input_type = "text"
+        self.rate = 48_000
+        self.audio_seq = 0
+        self._audio_clock = 0.0  # when the audio sent so far would have finished playing
+        self._flood_reported = 0.0
 
     async def handle(self, raw: str) -> None:
         try:
@@ -140,10 +152,20 @@ class Session:
         resume = obj.get("session_id") or ""
         if not isinstance(resume, str) or len(resume) > 64:
             raise ProtocolError("bad_frame", "session_id must be a string")
-        started = await self._ask(StartSession(self.client.character, new_session, resume, input_type), SessionStarted)
+        rate = obj.get("sample_rate", 48_000)
+        if not isinstance(rate, int) or isinstance(rate, bool) or not AUDIO_RATES[0] <= rate <= AUDIO_RATES[1]:
+            raise ProtocolError(
+                "bad_sample_rate", f"sample_rate must be an integer from {AUDIO_RATES[0]} to {AUDIO_RATES[1]} Hz"
+            )
+        speak = obj.get("speak", input_type == "audio")
+        if not isinstance(speak, bool):
+            raise ProtocolError("bad_frame", "speak must be true or false")
+        start = StartSession(self.client.character, new_session, resume, input_type, speak)
+        started = await self._ask(start, SessionStarted)
         if not isinstance(started.body, SessionStarted):  # the session manager failed and said so
             raise ProtocolError("session_unavailable", started.body.message)
         body: SessionStarted = started.body
+        self.input_type, self.rate, self.audio_seq = input_type, rate, 0
         self.hub.attach(self.client, body.session)
         self.client.send({"type": "status", "status": "idle", "message": "Session started",
                           "session_id": body.session, "resumed": body.resumed})  # fmt: skip
@@ -157,7 +179,8 @@ class Session:
         input_type = obj.get("input_type")
         data = obj.get("data")
         if input_type == "audio":
-            raise ProtocolError("unsupported_input", "audio input is not available yet; send text")
+            await self._audio(session, data)
+            return
         if input_type != "text":
             raise ProtocolError("bad_input_type", "input_type must be 'text' or 'audio'")
         if not isinstance(data, str) or not data.strip():
@@ -167,6 +190,30 @@ class Session:
         reply = await self._ask(UserText(data, "ws", self.client.id), Accepted, session=session)
         if not isinstance(reply.body, Accepted):
             raise ProtocolError("not_accepted", reply.body.message)
+
+    async def _audio(self, session: str, data: Any) -> None:
+        if self.input_type != "audio":
+            raise ProtocolError("not_audio_session", "start the session with input_type 'audio' to send audio")
+        if not isinstance(data, str) or not data:
+            raise ProtocolError("bad_audio", "data must be base64 PCM16 mono audio")
+        try:
+            pcm = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("bad_audio", "data is not valid base64") from None
+        if len(pcm) % 2:
+            raise ProtocolError("bad_audio", f"odd byte count ({len(pcm)}): PCM16 needs two bytes a sample")
+        now = time.monotonic()
+        self._audio_clock = max(self._audio_clock, now) + len(pcm) / 2 / self.rate
+        if self._audio_clock - now > MAX_AUDIO_BACKLOG:
+            self._audio_clock -= len(pcm) / 2 / self.rate  # refused: it does not count
+            if now - self._flood_reported > 1.0:
+                self._flood_reported = now
+                raise ProtocolError(
+                    "audio_flood", f"audio arrives faster than real time at {self.rate} Hz; chunks are being refused"
+                )
+            return
+        await self.conn.publish(AudioIn(self.audio_seq, self.rate), session=session, extra=(pcm,))
+        self.audio_seq += 1
 
     async def _end(self) -> None:
         session = self.client.session

@@ -60,6 +60,14 @@ class ChatStore:
         )  # fmt: skip
         return str(message_id)
 
+    async def record_heard(self, message_id: str, heard: str) -> None:
+        """An interrupted spoken reply: keep what the user heard, and what was generated."""
+        await self._pool.execute(
+            "UPDATE messages SET metadata = metadata || jsonb_build_object('generated', content, 'heard', true,"
+            " 'interrupted', true), content = $2 WHERE id = $1",
+            uuid.UUID(message_id), heard,
+        )  # fmt: skip
+
     async def messages(self, session: str, limit: int = 200) -> list[StoredMessage]:
         rows = await self._pool.fetch(
             "SELECT * FROM (SELECT id, speaker, content, timestamp, turn, metadata FROM messages"

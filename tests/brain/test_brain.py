@@ -69,6 +69,15 @@ def test_sentences_come_out_as_soon_as_they_end() -> None:
     assert s.flush() == []
 
 
+def test_the_first_clause_comes_out_alone_for_a_fast_start() -> None:
+    s = SentenceSplitter()
+    assert s.feed("Well, ") == []  # one word is not worth saying alone
+    assert s.feed("hello there, my friend") == ["Well, hello there,"]
+    assert s.feed(", again. Yes, sure. ") == ["my friend, again.", "Yes, sure."]  # only the first
+    plain = SentenceSplitter(fast_start=False)
+    assert plain.feed("Well, hello there, my friend. ") == ["Well, hello there, my friend."]
+
+
 def test_routing_is_a_real_decision() -> None:
     assert route("Hello, how are you?", tasks_available=True).agent == CHARACTER
     assert route("What was revenue last month?", tasks_available=True).agent == TASK

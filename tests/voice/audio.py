@@ -1,0 +1,66 @@
+"""Speech for the voice tests and benchmark: questions spoken by the Piper voice, at the
+browser's 48 kHz, streamed like a microphone (20 ms chunks on the real-time clock)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+
+from actors.speech import Int16, PiperSynthesizer
+
+MIC_RATE = 48_000
+
+
+@functools.cache
+def voice() -> PiperSynthesizer:
+    return PiperSynthesizer(Path(tempfile.gettempdir()) / "greenroom-test-voice")
+
+
+def speech(text: str, rate: int = MIC_RATE) -> Int16:
+    """``text`` spoken, resampled to ``rate``."""
+    engine = voice()
+    pcm = engine.synthesize(text)
+    return np.asarray(soxr.resample(pcm, engine.rate, rate, quality="HQ"), dtype="<i2")
+
+
+def silence(seconds: float, rate: int = MIC_RATE) -> Int16:
+    return np.zeros(int(seconds * rate), dtype="<i2")
+
+
+async def at(when: float) -> None:
+    """Wait for a point on the loop's clock (a microphone produces audio in real time)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ring() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    handle = loop.call_at(when, ring)
+    try:
+        await fut
+    finally:
+        handle.cancel()
+
+
+def audio_frame(pcm: Int16 | bytes) -> dict[str, Any]:
+    data = pcm if isinstance(pcm, bytes) else pcm.astype("<i2").tobytes()
+    return {"action": "stream_data", "input_type": "audio", "data": base64.b64encode(data).decode()}
+
+
+async def stream(send: Any, pcm: Int16, chunk_ms: int = 20, rate: int = MIC_RATE) -> float:
+    """Send ``pcm`` as a microphone would; returns the loop time the last chunk went out."""
+    loop = asyncio.get_running_loop()
+    step = rate * chunk_ms // 1000
+    start = loop.time()
+    for i, offset in enumerate(range(0, len(pcm), step)):
+        await send(audio_frame(pcm[offset : offset + step]))
+        await at(start + (i + 1) * chunk_ms / 1000)
+    return loop.time()
