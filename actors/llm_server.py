@@ -35,7 +35,12 @@ def start_server(port: int, n_ctx: int = 4096, parallel: int = 4) -> Any:
     params.n_ctx = n_ctx
     params.n_parallel = parallel
     params.port = port
-    params.cpuparams.n_threads = max(1, min(2, os.cpu_count() or 1))
+    # Generation on one thread that sleeps when idle (poll 0) leaves the other core to the
+    # speech models working at the same time; prompts are read with every core.
+    params.cpuparams.n_threads = 1
+    params.cpuparams.poll = 0
+    params.cpuparams_batch.n_threads = max(1, min(2, os.cpu_count() or 1))
+    params.cpuparams_batch.poll = 0
     return xllamacpp.Server(params)
 
 

@@ -86,6 +86,9 @@ class SessionManager(Actor):
                 await self._history(env)
             case EndSession():
                 await self.store.end_session(env.session)
+                state = self._sessions.get(env.session)
+                if state is not None and state.turn > 0:  # nothing of an ended session goes on
+                    await self.bus.publish(Interrupt("session ended"), session=env.session, turn=state.turn + 1)
                 await self.bus.publish(Status("idle", "Session ended"), cause=env)
             case SpeechStarted():
                 await self._barge_in(env)

@@ -30,6 +30,9 @@ from bus.voice import AudioIn, SpeechEnded, SpeechStarted, Transcript
 from config.settings import settings
 
 INTERIM_EVERY = 1.0  # seconds of speech between interim transcripts
+EARLY_AFTER = 0.1
+"""Seconds of quiet inside an utterance after which its transcript is started early: by the
+time the VAD's end-of-utterance wait is over, the words are usually known."""
 PRE_ROLL = 0.3  # seconds kept before the VAD's speech start for interims
 MAX_STREAMS = 10_000
 
@@ -48,6 +51,12 @@ class Stream:
     recent: deque[Float32] = field(default_factory=lambda: deque(maxlen=16))
     since_interim: int = 0
     interim: asyncio.Task[None] | None = None
+    level: float = 0.0
+    """Running loudness of the speech (RMS)."""
+    quiet: int = 0
+    """16 kHz samples of quiet since the speech was last loud."""
+    early: asyncio.Future[str] | None = None
+    """Transcript started at the first pause; used if the utterance ends there."""
 
 
 class SttWorker(Actor):
@@ -120,19 +129,35 @@ class SttWorker(Actor):
         elif stream.speaking:
             stream.speech.append(x)
             stream.since_interim += len(x)
-            if stream.since_interim >= INTERIM_EVERY * STT_RATE and stream.interim is None:
+            self._early(stream, x)
+            if stream.since_interim >= INTERIM_EVERY * STT_RATE and stream.interim is None and stream.early is None:
                 stream.since_interim = 0
                 stream.interim = asyncio.create_task(self._interim(env, stream, np.concatenate(stream.speech)))
         while not stream.vad.empty():
             segment = np.asarray(stream.vad.front.samples, dtype=np.float32)
             stream.vad.pop()
+            early, stream.early = stream.early, None
             stream.speaking = False
             stream.speech = []
             stream.recent.clear()
+            stream.level = 0.0
+            stream.quiet = 0
             if stream.interim is not None:
                 stream.interim.cancel()
                 stream.interim = None
-            await self._final(env, segment)
+            await self._final(env, segment, early)
+
+    def _early(self, stream: Stream, x: Float32) -> None:
+        rms = float(np.sqrt(np.mean(x * x)))
+        if rms > max(0.01, 0.25 * stream.level):
+            stream.level = rms if not stream.level else 0.9 * stream.level + 0.1 * rms
+            stream.quiet = 0
+            stream.early = None  # speech went on: a transcript started at the pause is stale
+            return
+        stream.quiet += len(x)
+        if stream.quiet >= EARLY_AFTER * STT_RATE and stream.early is None:
+            audio = np.concatenate(stream.speech)
+            stream.early = asyncio.get_running_loop().run_in_executor(self._pool, self.recognizer.transcribe, audio)
 
     async def _interim(self, env: Envelope[Any], stream: Stream, audio: Float32) -> None:
         try:
@@ -143,12 +168,15 @@ class SttWorker(Actor):
             if stream.interim is asyncio.current_task():
                 stream.interim = None
 
-    async def _final(self, env: Envelope[Any], segment: Float32) -> None:
+    async def _final(self, env: Envelope[Any], segment: Float32, early: asyncio.Future[str] | None) -> None:
         session = env.session
         await self.bus.publish(SpeechEnded(len(segment) / STT_RATE * 1000), session=session, parent=env.id)
         t0 = time.perf_counter()
-        text = await asyncio.get_running_loop().run_in_executor(self._pool, self.recognizer.transcribe, segment)
-        self.log.info("utterance", session=session, seconds=round(len(segment) / STT_RATE, 2),
+        if early is not None:
+            text = await early
+        else:
+            text = await asyncio.get_running_loop().run_in_executor(self._pool, self.recognizer.transcribe, segment)
+        self.log.info("utterance", session=session, seconds=round(len(segment) / STT_RATE, 2), early=early is not None,
                       stt_ms=round((time.perf_counter() - t0) * 1000), text=text)  # fmt: skip
         final = await self.bus.publish(Transcript(text, True), session=session, parent=env.id)
         if text:

@@ -95,7 +95,7 @@ class TtsWorker(Actor):
                 raise SpeechError(f"voice {voice!r} needs DashScope, which this worker does not speak yet")
             loop = asyncio.get_running_loop()
             data_dir = settings().data_dir
-            engines = [await loop.run_in_executor(self._pool, PiperSynthesizer, data_dir, voice)
+            engines = [await loop.run_in_executor(self._pool, PiperSynthesizer, data_dir, voice, 2)
                        for _ in range(self._engines_n)]  # fmt: skip
             pool = asyncio.Queue()
             for engine in engines:
@@ -151,8 +151,11 @@ class TtsWorker(Actor):
             return
         while (text := await utt.texts.get()) is not None:
             engine = await engines.get()
+            t0 = time.perf_counter()
             try:
                 pcm = await loop.run_in_executor(self._pool, engine.synthesize, text)
+                self.log.debug("synthesized", text=text[:60], ms=round((time.perf_counter() - t0) * 1000),
+                               seconds=round(len(pcm) / engine.rate, 2))  # fmt: skip
             except Exception as exc:  # a sentence the engine cannot say is skipped, not fatal
                 self.log.warning("synthesis failed", error=str(exc), text=text[:80])
                 continue

@@ -12,8 +12,11 @@ _ABBREV = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "etc.", "n
 
 
 class SentenceSplitter:
-    """``fast_start``: the reply's first clause (up to a comma, 2+ words) comes out on its
-    own, so speech can start before the first sentence is complete."""
+    """``fast_start``: the reply's first clause comes out on its own, so speech can start
+    before the first sentence is complete: up to a comma (2+ words), or its first
+    ``FIRST_WORDS`` words when the sentence runs on without one."""
+
+    FIRST_WORDS = 4
 
     def __init__(self, min_chars: int = 2, fast_start: bool = True) -> None:
         self._buf = ""
@@ -35,6 +38,13 @@ class SentenceSplitter:
                     start = clause.end()
                     self._fast = False
                     break
+            if self._fast and end is None:
+                words = self._buf.split()
+                if len(words) > self.FIRST_WORDS:  # the fifth word is complete: a space followed it
+                    cut = _nth_word_end(self._buf, self.FIRST_WORDS)
+                    out.append(self._buf[:cut].strip())
+                    start = cut
+                    self._fast = False
             if end is not None:
                 self._fast = False
         for match in _END.finditer(self._buf, start):
@@ -51,3 +61,8 @@ class SentenceSplitter:
         """Whatever is left at the end of the reply."""
         rest, self._buf = self._buf.strip(), ""
         return [rest] if rest else []
+
+
+def _nth_word_end(text: str, n: int) -> int:
+    """Index just past the ``n``-th word of ``text``."""
+    return [m.end() for m in re.finditer(r"\S+", text)][n - 1]
