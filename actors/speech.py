@@ -170,8 +170,15 @@ class SherpaRecognizer:
         return _clean(str(stream.result.text))
 
 
-def make_recognizer(model_dir: str | None) -> Recognizer:
-    return SherpaRecognizer(Path(model_dir)) if model_dir else WhisperRecognizer()
+def make_recognizer(model: str | None, api_key: str = "", ws_url: str | None = None) -> Recognizer:
+    """``None``: Whisper tiny.en; ``dashscope:MODEL``: Paraformer; else a sherpa-onnx model directory."""
+    if not model:
+        return WhisperRecognizer()
+    if model.startswith("dashscope:"):
+        from actors.dashscope_speech import ParaformerRecognizer
+
+        return ParaformerRecognizer(model.removeprefix("dashscope:") or "paraformer-realtime-v2", api_key, ws_url)
+    return SherpaRecognizer(Path(model))
 
 
 def _first(directory: Path, pattern: str) -> Path | None:

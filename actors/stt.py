@@ -23,7 +23,7 @@ import numpy as np
 import soxr
 
 from actors.actor import Actor
-from actors.speech import STT_RATE, Float32, Recognizer, make_recognizer, make_vad, pcm16_to_float
+from actors.speech import STT_RATE, Float32, Recognizer, SpeechError, make_recognizer, make_vad, pcm16_to_float
 from bus import Envelope
 from bus.chat import ChatError, EndSession, UserText
 from bus.voice import AudioIn, SpeechEnded, SpeechStarted, Transcript
@@ -68,7 +68,10 @@ class SttWorker(Actor):
     async def on_start(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt")
         loop = asyncio.get_running_loop()
-        self.recognizer: Recognizer = await loop.run_in_executor(self._pool, make_recognizer, settings().stt_model)
+        cfg = settings()
+        self.recognizer: Recognizer = await loop.run_in_executor(
+            self._pool, make_recognizer, cfg.stt_model, cfg.dashscope_api_key, cfg.dashscope_ws_url
+        )
         self._streams: dict[str, Stream] = {}
         self.log.info("speech recognizer ready", recognizer=type(self.recognizer).__name__)
 
@@ -161,7 +164,10 @@ class SttWorker(Actor):
 
     async def _interim(self, env: Envelope[Any], stream: Stream, audio: Float32) -> None:
         try:
-            text = await asyncio.get_running_loop().run_in_executor(self._pool, self.recognizer.transcribe, audio)
+            try:
+                text = await asyncio.get_running_loop().run_in_executor(self._pool, self.recognizer.transcribe, audio)
+            except SpeechError:
+                return  # the final transcript reports it
             if text and stream.speaking:
                 await self.bus.publish(Transcript(text, False), session=env.session, parent=env.id)
         finally:
@@ -172,10 +178,15 @@ class SttWorker(Actor):
         session = env.session
         await self.bus.publish(SpeechEnded(len(segment) / STT_RATE * 1000), session=session, parent=env.id)
         t0 = time.perf_counter()
-        if early is not None:
-            text = await early
-        else:
-            text = await asyncio.get_running_loop().run_in_executor(self._pool, self.recognizer.transcribe, segment)
+        try:
+            if early is not None:
+                text = await early
+            else:
+                text = await asyncio.get_running_loop().run_in_executor(self._pool, self.recognizer.transcribe, segment)
+        except SpeechError as exc:  # a cloud recognizer failed: say so; typing still works
+            self.log.warning("recognition failed", error=exc.args[0], session=session)
+            await self.bus.publish(ChatError("stt_failed", exc.args[0]), session=session, parent=env.id)
+            return
         self.log.info("utterance", session=session, seconds=round(len(segment) / STT_RATE, 2), early=early is not None,
                       stt_ms=round((time.perf_counter() - t0) * 1000), text=text)  # fmt: skip
         final = await self.bus.publish(Transcript(text, True), session=session, parent=env.id)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.actor import Actor
+from actors.dashscope_speech import CosyVoiceSynthesizer
 from actors.speech import Int16, PiperSynthesizer, SpeechError, Synthesizer
 from bus import Envelope
 from bus.chat import ChatError, EndSession, Reply, Sentence, TurnStarted
@@ -91,12 +92,15 @@ class TtsWorker(Actor):
     async def _engine_pool(self, voice: str) -> asyncio.Queue[Synthesizer]:
         pool = self._engines.get(voice)
         if pool is None:
+            cfg = settings()
+            engines: list[Synthesizer]
             if voice.startswith("cosyvoice"):
-                raise SpeechError(f"voice {voice!r} needs DashScope, which this worker does not speak yet")
-            loop = asyncio.get_running_loop()
-            data_dir = settings().data_dir
-            engines = [await loop.run_in_executor(self._pool, PiperSynthesizer, data_dir, voice, 2)
-                       for _ in range(self._engines_n)]  # fmt: skip
+                engines = [CosyVoiceSynthesizer(voice, cfg.dashscope_api_key, cfg.dashscope_ws_url)
+                           for _ in range(self._engines_n)]  # fmt: skip
+            else:
+                loop = asyncio.get_running_loop()
+                engines = [await loop.run_in_executor(self._pool, PiperSynthesizer, cfg.data_dir, voice, 2)
+                           for _ in range(self._engines_n)]  # fmt: skip
             pool = asyncio.Queue()
             for engine in engines:
                 pool.put_nowait(engine)
@@ -111,7 +115,7 @@ class TtsWorker(Actor):
                 if body.speak:
                     self._stop(session)
                     card = self.cards.get(body.character)
-                    voice = (card.voice if card is not None else "") or DEFAULT_VOICE
+                    voice = settings().tts_voice or (card.voice if card is not None else "") or DEFAULT_VOICE
                     self._begin(session, Utterance(env.turn, env, voice))
             case Sentence():
                 if utt is not None and utt.turn == env.turn:
@@ -156,6 +160,10 @@ class TtsWorker(Actor):
                 pcm = await loop.run_in_executor(self._pool, engine.synthesize, text)
                 self.log.debug("synthesized", text=text[:60], ms=round((time.perf_counter() - t0) * 1000),
                                seconds=round(len(pcm) / engine.rate, 2))  # fmt: skip
+            except SpeechError as exc:  # the provider refused (key, task-failed, timeout): the text goes on
+                self.log.warning("synthesis failed", error=exc.args[0])
+                await self.bus.publish(ChatError("tts_failed", exc.args[0]), cause=utt.cause)
+                break
             except Exception as exc:  # a sentence the engine cannot say is skipped, not fatal
                 self.log.warning("synthesis failed", error=str(exc), text=text[:80])
                 continue

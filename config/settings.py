@@ -70,9 +70,15 @@ class Settings:
     llm_port: int = 8766
     """Loopback port of the embedded model server (GREENROOM_LLM_PORT)."""
     stt_model: str | None = None
-    """GREENROOM_STT_MODEL: a sherpa-onnx recognizer's model directory; None: Whisper tiny.en."""
+    """GREENROOM_STT_MODEL: a sherpa-onnx recognizer's model directory, or ``dashscope:MODEL``
+    (Paraformer real-time, e.g. ``dashscope:paraformer-realtime-v2``); None: Whisper tiny.en."""
     dashscope_api_key: str = ""
-    """DASHSCOPE_API_KEY, for cards whose voice is a DashScope one (``cosyvoice:…``)."""
+    """DASHSCOPE_API_KEY, for DashScope voices (``cosyvoice-v2:VOICE``) and ASR (``dashscope:MODEL``)."""
+    dashscope_ws_url: str | None = None
+    """DASHSCOPE_WEBSOCKET_BASE_URL; None: the SDK's default (Alibaba Cloud)."""
+    tts_voice: str | None = None
+    """GREENROOM_TTS_VOICE: one voice for every character (e.g. ``cosyvoice-v2:longxiaochun``);
+    None: each card's own ``voice``."""
 
     def override(self, **changes: Any) -> Settings:
         """Apply command-line flags (None means not given)."""
@@ -135,6 +141,8 @@ def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None
         llm_port=_port(pick("llm_port", "GREENROOM_LLM_PORT", 8766), "llm_port"),
         stt_model=env.get("GREENROOM_STT_MODEL") or doc.get("stt_model") or None,
         dashscope_api_key=env.get("DASHSCOPE_API_KEY", ""),
+        dashscope_ws_url=env.get("DASHSCOPE_WEBSOCKET_BASE_URL") or doc.get("dashscope_ws_url") or None,
+        tts_voice=env.get("GREENROOM_TTS_VOICE") or doc.get("tts_voice") or None,
     )
 
 
