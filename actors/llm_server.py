@@ -24,7 +24,7 @@ def model_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / MODEL_FILE
 
 
-def start_server(port: int, n_ctx: int = 4096, parallel: int = 4) -> Any:
+def start_server(port: int, n_ctx: int = 8192, parallel: int = 8) -> Any:
     """Blocking: load the model and start serving on 127.0.0.1:port. Keep the handle alive."""
     try:
         import xllamacpp

@@ -181,7 +181,9 @@ async def latency(http: aiohttp.ClientSession, url: str, tap: Tap, turns: int) -
     }
 
 
-async def concurrency(http: aiohttp.ClientSession, url: str, counts: list[int], listen: float) -> list[dict[str, Any]]:
+async def concurrency(
+    http: aiohttp.ClientSession, url: str, tap: Tap, counts: list[int], listen: float
+) -> list[dict[str, Any]]:
     out = []
     for n in counts:
         clients = [VoiceClient(await http.ws_connect(f"{url}/ws/ada", max_msg_size=0)) for _ in range(n)]
@@ -195,8 +197,12 @@ async def concurrency(http: aiohttp.ClientSession, url: str, counts: list[int], 
             await at(asyncio.get_running_loop().time() + 0.2)
         kept = sum(c.kept_up(listen) for c in clients)
         v2v = [(c.audio[0][0] - e) * 1000 for c, e in zip(clients, ends, strict=True) if c.audio]
-        out.append({"sessions": n, "kept_up": kept, "voice_to_voice_p50_ms": pct(v2v, 50), "max_ms": max(v2v or [0])})
-        print(f"  {n} speaking at once: {kept}/{n} kept up, voice-to-voice p50 {pct(v2v, 50):.0f} ms")
+        hops = {h: pct([(tap.first.get(c.session, {}).get(h, float("nan")) - e) * 1000
+                        for c, e in zip(clients, ends, strict=True)], 50) for h in HOPS[:-1]}  # fmt: skip
+        out.append({"sessions": n, "kept_up": kept, "voice_to_voice_p50_ms": pct(v2v, 50), "max_ms": max(v2v or [0]),
+                    "hops_ms_p50": hops})  # fmt: skip
+        print(f"  {n} speaking at once: {kept}/{n} kept up, voice-to-voice p50 {pct(v2v, 50):.0f} ms;",
+              "  ".join(f"{h} {v:.0f}" for h, v in hops.items()))  # fmt: skip
         for c in clients:
             await c.close()
     return out
@@ -232,7 +238,7 @@ async def run(url: str, endpoints: Endpoints, args: argparse.Namespace) -> dict[
         print("latency, one session at a time:")
         lat = await latency(http, url, tap, args.turns)
         print("concurrent speaking sessions:")
-        conc = await concurrency(http, url, args.sessions, args.listen)
+        conc = await concurrency(http, url, tap, args.sessions, args.listen)
     await tap.conn.close()
     return {"latency": lat, "concurrency": conc}
 
