@@ -38,6 +38,7 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(PY) bench/bus.py
 	$(PY) bench/chat.py
+	$(PY) bench/voice.py
 
 clean:
 	rm -rf $(VENV) .greenroom .mypy_cache .ruff_cache .pytest_cache

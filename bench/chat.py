@@ -28,7 +28,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,18 +38,10 @@ from typing import Any
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import free_port, pct, wait_healthy  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else float("nan")
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -189,20 +180,6 @@ async def measure(url: str, n: int, rate: float, seconds: float) -> dict[str, An
         "overhead_ms": {"p50": first_s["p50"] - raw_s["p50"], "p99": first_s["p99"] - raw_s["p99"]},
         "turns_per_s_closed_loop": turns / elapsed,
     }
-
-
-async def wait_healthy(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(f"{url}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError("system did not become healthy")
 
 
 def main() -> None:

@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import bus.chat  # noqa: E402  (registers the types the tap decodes)
 import bus.voice  # noqa: E402, F401
+from bench.common import free_port, pct, wait_healthy  # noqa: E402
 from bus import Connection, Endpoints, Envelope, type_prefix  # noqa: E402
 from tests.voice.audio import MIC_RATE, at, audio_frame, silence, speech  # noqa: E402
 
@@ -55,17 +55,6 @@ QUESTIONS = [
 ]  # fmt: skip
 HOPS = ("vad_end", "stt_final", "llm_first_token", "first_sentence", "tts_first_chunk", "first_frame_out")
 BUFFER = 0.3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else float("nan")
 
 
 class Tap:
@@ -241,20 +230,6 @@ async def run(url: str, endpoints: Endpoints, args: argparse.Namespace) -> dict[
         conc = await concurrency(http, url, tap, args.sessions, args.listen)
     await tap.conn.close()
     return {"latency": lat, "concurrency": conc}
-
-
-async def wait_healthy(url: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(f"{url}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await at(asyncio.get_running_loop().time() + 0.5)
-    raise RuntimeError("system did not become healthy")
 
 
 def main() -> None:
