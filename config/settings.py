@@ -147,7 +147,8 @@ def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None
 
 
 DEFAULT_GROUPS = [
-    {"name": "chat", "actors": ["session", "orchestrator", "character"]},
+    {"name": "chat", "actors": ["session", "orchestrator"]},
+    {"name": "character", "actors": ["character"]},
     {"name": "voice", "actors": ["stt", "tts", "resampler"]},
     {"name": "echo", "actors": ["echo"]},
 ]

@@ -152,7 +152,8 @@ async def chat(
         monkeypatch.setenv(var, value)
     settings.cache_clear()
     with Broker(endpoints):
-        hosts = [Host(endpoints, [SessionManager, Orchestrator, CharacterAgent]), Host(endpoints, [Echo])]
+        hosts = [Host(endpoints, [SessionManager, Orchestrator]), Host(endpoints, [CharacterAgent]),
+                 Host(endpoints, [Echo])]  # fmt: skip
         if more_actors:
             hosts.append(Host(endpoints, more_actors))
         for host in hosts:
