@@ -34,7 +34,9 @@ EARLY_AFTER = 0.1
 """Seconds of quiet inside an utterance after which its transcript is started early: by the
 time the VAD's end-of-utterance wait is over, the words are usually known."""
 PRE_ROLL = 0.3  # seconds kept before the VAD's speech start for interims
-MAX_STREAMS = 10_000
+IDLE_SECONDS = 30.0
+"""A session's stream (its VAD holds ~11 MB) is let go after this long without audio; a
+microphone that is on sends audio all the time, silence included."""
 
 
 @dataclass(slots=True)
@@ -57,6 +59,7 @@ class Stream:
     """16 kHz samples of quiet since the speech was last loud."""
     early: asyncio.Future[str] | None = None
     """Transcript started at the first pause; used if the utterance ends there."""
+    last_audio: float = 0.0
 
 
 class SttWorker(Actor):
@@ -94,16 +97,23 @@ class SttWorker(Actor):
             stream.interim.cancel()
 
     def _stream(self, session: str, rate: int) -> Stream:
-        stream = self._streams.get(session)
+        now = time.monotonic()
+        stream = self._streams.pop(session, None)  # re-inserted last: the dict is ordered by use
         if stream is None or stream.rate != rate:
             if stream is not None:
+                self._streams[session] = stream
                 self._drop(session)
+            while self._streams:  # streams of sessions that went quiet, oldest first
+                oldest = next(iter(self._streams))
+                if now - self._streams[oldest].last_audio < IDLE_SECONDS:
+                    break
+                self._drop(oldest)
             resampler = (
                 soxr.ResampleStream(rate, STT_RATE, 1, dtype="float32", quality="HQ") if rate != STT_RATE else None
             )
-            stream = self._streams[session] = Stream(rate, resampler, make_vad())
-            if len(self._streams) > MAX_STREAMS:
-                self._drop(next(iter(self._streams)))
+            stream = Stream(rate, resampler, make_vad())
+        stream.last_audio = now
+        self._streams[session] = stream
         return stream
 
     async def _audio(self, env: Envelope[Any], body: AudioIn) -> None:
