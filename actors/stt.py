@@ -30,9 +30,12 @@ from bus.voice import AudioIn, SpeechEnded, SpeechStarted, Transcript
 from config.settings import settings
 
 INTERIM_EVERY = 1.0  # seconds of speech between interim transcripts
-EARLY_AFTER = 0.1
+EARLY_AFTER = 0.15
 """Seconds of quiet inside an utterance after which its transcript is started early: by the
-time the VAD's end-of-utterance wait is over, the words are usually known."""
+time the VAD's end-of-utterance wait (0.25 s) is over, the words are nearly known."""
+QUIET = 0.1
+"""Quiet is below this fraction of the speech's loudness: low enough that the soft end of a
+word ("France") still counts as speech (at 0.25, 1 in 12 came out as "friends")."""
 PRE_ROLL = 0.3  # seconds kept before the VAD's speech start for interims
 IDLE_SECONDS = 30.0
 """A session's stream (its VAD holds ~11 MB) is let go after this long without audio; a
@@ -162,7 +165,7 @@ class SttWorker(Actor):
 
     def _early(self, stream: Stream, x: Float32) -> None:
         rms = float(np.sqrt(np.mean(x * x)))
-        if rms > max(0.01, 0.25 * stream.level):
+        if rms > max(0.01, QUIET * stream.level):
             stream.level = rms if not stream.level else 0.9 * stream.level + 0.1 * rms
             stream.quiet = 0
             stream.early = None  # speech went on: a transcript started at the pause is stale
