@@ -6,8 +6,9 @@ speech (the barge-in trigger), interim transcripts about once a second while the
 speaks, then ``voice.speech_end``, the final ``voice.transcript`` and a
 ``chat.user_text`` that the session manager persists and turns into a user turn.
 
-Recognition runs in one worker thread (the native code releases the GIL), so the actor's
-loop keeps taking audio while a transcript is computed.
+Recognition runs in two worker threads (the native code releases the GIL; the Whisper
+model serves two at once), so the actor's loop keeps taking audio while transcripts are
+computed and two sessions' utterances do not queue behind each other.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class SttWorker(Actor):
     accept_stale = True
 
     async def on_start(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt")
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stt")
         loop = asyncio.get_running_loop()
         cfg = settings()
         self.recognizer: Recognizer = await loop.run_in_executor(
