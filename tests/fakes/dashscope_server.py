@@ -14,43 +14,31 @@ per character of text at the requested sample rate; ASR recognizes ``transcript`
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from tests.fakes.local_server import LocalServer
+
 MS_PER_CHAR = 60
 
 
-class FakeDashScope:
+class FakeDashScope(LocalServer):
     def __init__(self, api_key: str = "sk-test") -> None:
+        super().__init__()
         self.api_key = api_key
         self.transcript = "What is the capital of France?"
         self.fail_next: str | None = None
         """An error_code for the next task (then cleared)."""
         self.tasks: list[dict[str, Any]] = []
         self.audio_bytes_received = 0
-        self.app = web.Application()
         self.app.router.add_get("/api-ws/v1/inference", self._ws)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/api-ws/v1/inference"
-
-    async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -105,7 +93,6 @@ class FakeDashScope:
         step = rate // 10 * 2
         for i in range(0, len(pcm), step):
             await ws.send_bytes(pcm[i : i + step])
-            await asyncio.sleep(0)
 
     @staticmethod
     async def _event(ws: web.WebSocketResponse, task: str, event: str, payload: dict[str, Any] | None = None) -> None:

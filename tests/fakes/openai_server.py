@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.local_server import LocalServer
+
 
 @dataclass
 class Behaviour:
@@ -31,32 +33,22 @@ class Behaviour:
     tool: dict[str, Any] = field(default_factory=lambda: {"name": "lookup", "arguments": '{"q": "tides"}'})
 
 
-class FakeOpenAI:
+class FakeOpenAI(LocalServer):
     def __init__(self) -> None:
+        super().__init__()
         self.script: deque[Behaviour] = deque()
         self.default = Behaviour()
         self.requests: list[dict[str, Any]] = []
-        self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self._completions)
-        self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
-        self.port = 0
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
     async def close(self) -> None:
-        self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        self._closing.set()  # scripted hangs end
+        await super().close()
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
