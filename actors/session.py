@@ -29,7 +29,7 @@ from bus.chat import (
     UserText,
 )  # fmt: skip
 from bus.system import Error, Interrupt
-from bus.voice import Heard, SpeechStarted
+from bus.voice import Heard, SpeechStarted, Transcript
 from config.characters import load_cards
 from config.settings import settings
 
@@ -54,7 +54,7 @@ class SessionState:
 
 class SessionManager(Actor):
     name = "session"
-    handles = (StartSession, UserText, Reply, HistoryRequest, EndSession, SpeechStarted, Heard)
+    handles = (StartSession, UserText, Reply, HistoryRequest, EndSession, SpeechStarted, Heard, Transcript)
     interrupt_cancels = False  # its own work is short and must not be lost
     accept_stale = True  # records replies of interrupted turns too
 
@@ -94,6 +94,11 @@ class SessionManager(Actor):
                 await self._barge_in(env)
             case Heard():
                 await self._heard(env)
+            case Transcript(final=True, text=""):  # speech that held no words: stop listening
+                state = self._sessions.get(env.session)
+                if state is not None and state.status == "listening":
+                    state.status = "idle"
+                    await self.bus.publish(Status("idle", "Didn't catch that"), cause=env)
 
     async def _state(self, session: str) -> SessionState | None:
         state = self._sessions.get(session)
@@ -114,16 +119,16 @@ class SessionManager(Actor):
         if body.character not in self.cards:
             await self.bus.publish(Error("unknown_character", f"no character {body.character!r}"), cause=env)
             return
+        speak = body.speak or body.input_type == "audio"
         if not body.new_session and body.resume:
             state = await self._state(body.resume)
             if state is not None and state.character == body.character:
-                state.speak = body.speak or body.input_type == "audio"
+                state.speak = speak
                 await self.bus.publish(SessionStarted(body.resume, body.character, True), cause=env)
                 return
         session = await self.store.create_session(body.character)
         greeting = self.cards[body.character].greeting
-        state = self._sessions[session] = SessionState(body.character, 0)
-        state.speak = body.speak or body.input_type == "audio"
+        state = self._sessions[session] = SessionState(body.character, 0, speak=speak)
         if greeting:
             await self.store.add_message(session, "assistant", greeting, 0, {"greeting": True})
             state.recent.append({"speaker": "assistant", "text": greeting})
@@ -168,7 +173,7 @@ class SessionManager(Actor):
             while len(state.reply_ids) > 8:
                 state.reply_ids.pop(next(iter(state.reply_ids)))
             state.recent.append({"speaker": "assistant", "text": text})
-        if env.turn == state.turn:
+        if env.turn == state.turn and state.status != "listening":  # a barge-in's reply end is not "idle"
             state.status = "idle"
             await self.bus.publish(Status("idle", "Ready"), cause=env)
 

@@ -80,6 +80,7 @@ async def test_speaking_over_the_character_stops_it_and_history_keeps_what_was_h
     after = ws.frames[ws.frames.index(stop) + 1 :]
     late = [f for f in after if f.get("type") == "audio" and f["turn"] == turn]
     assert len(late) <= 1  # silenced within one chunk
+    await ws.expect(lambda f: f.get("type") == "status" and f.get("status") == "listening")
 
     await ws.expect(
         lambda f: (
