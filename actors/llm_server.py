@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from actors.actor import Actor
+from actors.llm import LLMError, OpenAIChat
+from brain.prompt import build_messages
 from bus import Envelope
+from config.characters import load_cards
 from config.settings import settings
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 NICENESS = 5
+PARALLEL = 8
+"""Slots: sessions generating at the same time."""
 
 
 def model_path() -> Path:
@@ -27,7 +30,7 @@ def model_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / MODEL_FILE
 
 
-def start_server(port: int, n_ctx: int = 8192, parallel: int = 8) -> Any:
+def start_server(port: int, n_ctx: int = 8192, parallel: int = PARALLEL) -> Any:
     """Blocking: load the model and start serving on 127.0.0.1:port. Keep the handle alive."""
     try:
         import xllamacpp
@@ -59,6 +62,10 @@ class LocalLLM(Actor):
         os.nice(NICENESS)
         port = settings().llm_port
         self._server = await asyncio.to_thread(start_server, port)
+        try:
+            await warm(f"http://127.0.0.1:{port}/v1", PARALLEL)
+        except LLMError as exc:  # warming is an optimisation: serving goes on without it
+            self.log.warning("model warm-up failed", error=exc.message)
         self.log.info("embedded model serving", port=port, model=MODEL_FILE)
 
     async def on_message(self, env: Envelope[Any]) -> None:  # pragma: no cover - handles nothing
@@ -66,3 +73,23 @@ class LocalLLM(Actor):
 
     async def on_stop(self) -> None:
         self._server = None
+
+
+async def warm(base_url: str, slots: int) -> int:
+    """Read every character's system prompt into the model's slots before the first user
+    does: a slot that holds the prefix answers in ~0.1 s instead of ~0.45 s. Returns the
+    number of slots warmed."""
+    cards = list(load_cards().values())
+    prompts = [build_messages(c.persona, c.emotions, [], "Hello!", budget=0) for c in cards]
+    model = OpenAIChat(base_url, "local", "smollm2", timeout=60)
+
+    async def first_token(messages: list[dict[str, str]]) -> int:
+        async for _ in model.stream(messages, max_tokens=1, temperature=0.0):
+            break
+        return 1
+
+    try:
+        done = await asyncio.gather(*(first_token(prompts[i % len(prompts)]) for i in range(slots)))
+    finally:
+        await model.close()
+    return sum(done)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from actors.llm_server import start_server
+from actors.llm_server import start_server, warm
 from tests.chat.conftest import ChatSystem
 from tests.conftest import free_tcp_base
 
@@ -16,8 +16,10 @@ from tests.conftest import free_tcp_base
 @pytest.fixture(scope="module")
 def smollm() -> Iterator[str]:
     port = free_tcp_base(1)
-    server: Any = start_server(port, n_ctx=2048, parallel=1)
-    yield f"http://127.0.0.1:{port}/v1"
+    server: Any = start_server(port, n_ctx=2048, parallel=2)
+    url = f"http://127.0.0.1:{port}/v1"
+    assert asyncio.run(warm(url, 2)) == 2  # as the llm actor does before it says it is ready
+    yield url
     del server
 
 
