@@ -45,7 +45,8 @@ class Utterance:
     cause: Envelope[Any]
     voice: str
     texts: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
-    audio: asyncio.Queue[tuple[str, Int16] | None] = field(default_factory=asyncio.Queue)
+    audio: asyncio.Queue[tuple[str, Int16, int] | None] = field(default_factory=asyncio.Queue)
+    """(text, PCM16, sample rate) per synthesized sentence; None at the end."""
     spans: list[tuple[float, float, str]] = field(default_factory=list)
     """(start, end, text) of each sentence on the turn's audio timeline, seconds."""
     released: float = 0.0
@@ -79,7 +80,6 @@ class TtsWorker(Actor):
         self._pool = ThreadPoolExecutor(max_workers=self._engines_n, thread_name_prefix="tts")
         self._engines: dict[str, asyncio.Queue[Synthesizer]] = {}
         self._utterances: dict[str, Utterance] = {}
-        self._rates: dict[str, int] = {}
         await self._engine_pool(DEFAULT_VOICE)  # load before saying ready: the first reply should not wait
         self.log.info("speech synthesizer ready", engines=self._engines_n)
 
@@ -169,8 +169,7 @@ class TtsWorker(Actor):
                 continue
             finally:
                 engines.put_nowait(engine)
-            utt.audio.put_nowait((text, pcm))
-            self._rates[utt.voice] = engine.rate
+            utt.audio.put_nowait((text, pcm, engine.rate))
         utt.audio.put_nowait(None)
 
     async def _play(self, session: str, utt: Utterance) -> None:
@@ -178,8 +177,7 @@ class TtsWorker(Actor):
         rate = 22050
         try:
             while (item := await utt.audio.get()) is not None:
-                text, pcm = item
-                rate = self._rates.get(utt.voice, rate)
+                text, pcm, rate = item
                 step = int(rate * CHUNK_SECONDS)
                 utt.spans.append((utt.released, utt.released + len(pcm) / rate, text))
                 for i in range(0, len(pcm), step):
