@@ -43,7 +43,24 @@ class ChatModel(Protocol):
     def stream(
         self, messages: Sequence[dict[str, str]], *, model: str | None, temperature: float, max_tokens: int,
         result: StreamResult | None = None, tools: Sequence[dict[str, Any]] | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> AsyncIterator[str]: ...  # fmt: skip
+
+
+async def complete(
+    model: ChatModel, messages: Sequence[dict[str, str]], *, max_tokens: int = 400, temperature: float = 0.2,
+    tools: Sequence[dict[str, Any]] | None = None, response_format: dict[str, Any] | None = None,
+) -> tuple[str, StreamResult]:  # fmt: skip
+    """The whole answer (text and tool calls) of one request."""
+    result = StreamResult()
+    parts = [
+        delta
+        async for delta in model.stream(
+            messages, model=None, temperature=temperature, max_tokens=max_tokens, result=result, tools=tools,
+            response_format=response_format,
+        )
+    ]  # fmt: skip
+    return "".join(parts), result
 
 
 class OpenAIChat:
@@ -63,9 +80,12 @@ class OpenAIChat:
     async def stream(
         self, messages: Sequence[dict[str, str]], *, model: str | None = None, temperature: float = 0.7,
         max_tokens: int = 200, result: StreamResult | None = None, tools: Sequence[dict[str, Any]] | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> AsyncIterator[str]:  # fmt: skip
         result = result if result is not None else StreamResult()
         extra: dict[str, Any] = {"tools": list(tools)} if tools else {}
+        if response_format:
+            extra["response_format"] = response_format
         started = False  # once content flowed, a connection error means the stream broke
         try:
             # The client's public post() with the body already encoded and chunks left as

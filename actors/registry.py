@@ -19,6 +19,10 @@ ACTORS: dict[str, str] = {
     "stt": "actors.stt:SttWorker",
     "tts": "actors.tts:TtsWorker",
     "resampler": "actors.resampler:Resampler",
+    "tasks": "actors.tasks:TaskManager",
+    "planner": "actors.planner:Planner",
+    "executor": "actors.executor:Executor",
+    "analyzer": "actors.analyzer:Analyzer",
 }
 
 

@@ -25,6 +25,7 @@ from bus.chat import (
     SessionStarted,
     StartSession,
     Status,
+    TaskResult,
     TurnStarted,
     UserText,
 )  # fmt: skip
@@ -50,11 +51,15 @@ class SessionState:
     """What the user heard of an interrupted turn whose reply is not stored yet."""
     recent: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=HISTORY_FOR_PROMPT))
     """The last messages, as the agent is given them (this actor is their only writer)."""
+    context: list[str] = field(default_factory=list)
+    """Results of tasks this chat started, for the agent's next turn."""
 
 
 class SessionManager(Actor):
     name = "session"
-    handles = (StartSession, UserText, Reply, HistoryRequest, EndSession, SpeechStarted, Heard, Transcript)
+    handles = (
+        StartSession, UserText, Reply, HistoryRequest, EndSession, SpeechStarted, Heard, Transcript, TaskResult,
+    )  # fmt: skip
     interrupt_cancels = False  # its own work is short and must not be lost
     accept_stale = True  # records replies of interrupted turns too
 
@@ -94,6 +99,8 @@ class SessionManager(Actor):
                 await self._barge_in(env)
             case Heard():
                 await self._heard(env)
+            case TaskResult():
+                await self._task_result(env)
             case Transcript(final=True, text=""):  # speech that held no words: stop listening
                 state = self._sessions.get(env.session)
                 if state is not None and state.status == "listening":
@@ -149,9 +156,12 @@ class SessionManager(Actor):
         # Hot path first: stop the old turn, start the new one; then tell the clients.
         await self.bus.publish(Interrupt("new user message"), session=env.session, turn=turn, parent=env.id)
         speak = state.speak or body.source == "voice"
+        context = "\n\n".join(state.context)
+        state.context.clear()
         await self.bus.publish(
-            TurnStarted(state.character, body.text, history, speak), session=env.session, turn=turn, parent=env.id
-        )
+            TurnStarted(state.character, body.text, history, speak, context),
+            session=env.session, turn=turn, parent=env.id,
+        )  # fmt: skip
         await self.bus.publish(Accepted(message_id, turn), session=env.session, turn=turn, parent=env.id)
         await self.bus.publish(Status("thinking", "Thinking…"), session=env.session, turn=turn, parent=env.id)
 
@@ -186,6 +196,21 @@ class SessionManager(Actor):
             await self.bus.publish(Interrupt("user speaking"), session=env.session, turn=state.turn + 1, parent=env.id)
         state.status = "listening"
         await self.bus.publish(Status("listening", "Listening…"), session=env.session, turn=state.turn, parent=env.id)
+
+    async def _task_result(self, env: Envelope[Any]) -> None:
+        """A task this chat started is over: record it, and tell the agent on the next turn."""
+        body: TaskResult = env.body
+        state = await self._state(env.session)
+        if state is None:
+            return
+        outcome = {"done": "found", "failed": "could not finish", "cancelled": "was cancelled"}.get(body.state, "ended")
+        text = f"The analysts {outcome} on “{body.query}”: {body.answer}"
+        meta = {"task_id": body.task_id, "state": body.state}
+        await self.store.add_message(env.session, "system", text, state.turn, meta)
+        state.context.append(
+            f"Result of the work you asked the analysts for ({body.query!r}, {body.state}): {body.answer}\n"
+            "If the user asks about it, answer from this result."
+        )
 
     async def _heard(self, env: Envelope[Any]) -> None:
         state = await self._state(env.session)

@@ -74,6 +74,8 @@ class TurnStarted(Message):
     """Earlier messages, oldest first: ``{"speaker", "text"}``."""
     speak: bool = False
     """The reply is to be spoken (TTS workers take its sentences)."""
+    context: str = ""
+    """Facts for the agent's next reply (a finished task's result)."""
 
 
 @message("chat.routed")
@@ -188,3 +190,35 @@ class EndSession(Message):
 
     reason: str = ""
     """Why."""
+
+
+@message("chat.agent_notification")
+class AgentNotification(Message):
+    """A task started from this chat made progress (seeds/003 ``agent_notification``)."""
+
+    text: str
+    """What happened, in user-friendly words."""
+    source: str
+    """Which agent: ``planner``, ``executor``, ``analyzer`` or ``tasks``."""
+    status: str
+    """The step's status: ``running``, ``done``, ``failed``…"""
+    task_id: str = ""
+    """The task."""
+    step: str = ""
+    """Technical step name."""
+    progress: int = 0
+    """Overall progress, percent."""
+
+
+@message("chat.task_result")
+class TaskResult(Message):
+    """A task started from this chat is over; its answer joins the conversation."""
+
+    task_id: str
+    """The task."""
+    query: str
+    """What was asked."""
+    state: str
+    """``done``, ``failed`` or ``cancelled``."""
+    answer: str = ""
+    """The analyzer's answer, or why it failed."""

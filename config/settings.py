@@ -33,6 +33,22 @@ class Group:
 
 
 @dataclass(frozen=True, slots=True)
+class McpServer:
+    """An MCP server whose tools the task executor may use (``[[mcp_servers]]``)."""
+
+    name: str
+    """Prefix of its tools' names (``files.read_text_file``)."""
+    command: str = ""
+    """stdio: the program to start (``{root}`` and ``{data_dir}`` are filled in)."""
+    args: tuple[str, ...] = ()
+    """stdio: its arguments."""
+    url: str = ""
+    """Streamable HTTP: the server's endpoint, instead of a command."""
+    tools: tuple[str, ...] = ()
+    """Tools the executor may call; empty: those the server marks read-only."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     bus: str
     """Broker event output; every other endpoint derives from it (GREENROOM_BUS)."""
@@ -79,6 +95,24 @@ class Settings:
     tts_voice: str | None = None
     """GREENROOM_TTS_VOICE: one voice for every character (e.g. ``cosyvoice-v2:longxiaochun``);
     None: each card's own ``voice``."""
+    mcp_servers: tuple[McpServer, ...] = ()
+    """``[[mcp_servers]]`` in the TOML file: where the executor's tools come from."""
+    task_timeout: float = 120.0
+    """GREENROOM_TASK_TIMEOUT: a task still unfinished after this many seconds fails."""
+    tool_timeout: float = 30.0
+    """TOOL_EXECUTION_TIMEOUT (seeds/002): seconds one tool call (or SQL query) may take."""
+    max_tool_depth: int = 3
+    """MAX_TOOL_EXECUTION_DEPTH (seeds/002): tool rounds one task may run."""
+    task_retries: int = 1
+    """GREENROOM_TASK_RETRIES: times a task is retried when the process working it dies."""
+    sse_keepalive: float = 15.0
+    """GREENROOM_SSE_KEEPALIVE: seconds between keep-alive comments on an idle SSE stream."""
+    api_tokens: tuple[tuple[str, str], ...] = ()
+    """GREENROOM_API_TOKENS ``token:user,…``: when set, the task API needs a token (Bearer,
+    or ``?token=`` for EventSource) and each user sees only their own tasks."""
+    analytics_url: str | None = None
+    """GREENROOM_ANALYTICS_URL: how analytics queries log in; None: the database URL as the
+    read-only role ``greenroom_reader``."""
 
     def override(self, **changes: Any) -> Settings:
         """Apply command-line flags (None means not given)."""
@@ -143,13 +177,67 @@ def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None
         dashscope_api_key=env.get("DASHSCOPE_API_KEY", ""),
         dashscope_ws_url=env.get("DASHSCOPE_WEBSOCKET_BASE_URL") or doc.get("dashscope_ws_url") or None,
         tts_voice=env.get("GREENROOM_TTS_VOICE") or doc.get("tts_voice") or None,
+        mcp_servers=_mcp_servers(doc.get("mcp_servers", []), data_dir),
+        task_timeout=_positive(pick("task_timeout", "GREENROOM_TASK_TIMEOUT", 120.0), "task_timeout"),
+        tool_timeout=_positive(pick("tool_timeout", "TOOL_EXECUTION_TIMEOUT", 30.0), "tool_timeout"),
+        max_tool_depth=int(_positive(pick("max_tool_depth", "MAX_TOOL_EXECUTION_DEPTH", 3), "max_tool_depth")),
+        task_retries=_count(pick("task_retries", "GREENROOM_TASK_RETRIES", 1), "task_retries"),
+        sse_keepalive=_positive(pick("sse_keepalive", "GREENROOM_SSE_KEEPALIVE", 15.0), "sse_keepalive"),
+        api_tokens=_tokens(env.get("GREENROOM_API_TOKENS", "")),
+        analytics_url=env.get("GREENROOM_ANALYTICS_URL") or doc.get("analytics_url") or None,
     )
+
+
+def _count(value: Any, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name} must not be negative, not {number}")
+    return number
+
+
+def _tokens(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        token, sep, user = item.partition(":")
+        if not sep or not token or not user:
+            raise ConfigError(f"GREENROOM_API_TOKENS entries are token:user, not {item!r}")
+        pairs.append((token, user))
+    return tuple(pairs)
+
+
+def _mcp_servers(raw: Any, data_dir: Path) -> tuple[McpServer, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("mcp_servers must be an array of tables [[mcp_servers]]")
+
+    def fill(text: str) -> str:
+        return text.replace("{root}", str(ROOT)).replace("{data_dir}", str(data_dir))
+
+    servers = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"].isidentifier():
+            raise ConfigError(f"mcp_servers[{i}] needs a 'name' (letters, digits, _)")
+        command, url = item.get("command", ""), item.get("url", "")
+        if bool(command) == bool(url) or not isinstance(command, str) or not isinstance(url, str):
+            raise ConfigError(f"mcp_servers[{i}] ({item['name']}) needs exactly one of 'command' or 'url'")
+        args, tools = item.get("args", []), item.get("tools", [])
+        for key, value in (("args", args), ("tools", tools)):
+            if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                raise ConfigError(f"mcp_servers[{i}] ({item['name']}): {key} must be a list of strings")
+        servers.append(McpServer(item["name"], fill(command), tuple(fill(a) for a in args), url, tuple(tools)))
+    if len({s.name for s in servers}) != len(servers):
+        raise ConfigError("mcp_servers names must be unique")
+    return tuple(servers)
 
 
 DEFAULT_GROUPS = [
     {"name": "chat", "actors": ["session", "orchestrator"]},
     {"name": "character", "actors": ["character"]},
     {"name": "voice", "actors": ["stt", "tts", "resampler"]},
+    {"name": "tasks", "actors": ["tasks", "planner", "analyzer"]},
+    {"name": "executor", "actors": ["executor"]},
     {"name": "echo", "actors": ["echo"]},
 ]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bus import Broker, Endpoints
+from bus import QUEUES, Broker, Endpoints
 from tests.helpers import Collector
 
 
@@ -27,7 +27,7 @@ def ipc_endpoints(short_tmp: Path) -> Endpoints:
     return Endpoints(f"ipc://{short_tmp}/bus")
 
 
-def free_tcp_base(span: int = 4) -> int:
+def free_tcp_base(span: int = 2 + 2 * len(QUEUES)) -> int:
     """A port P with P..P+span-1 all free on loopback."""
     for _ in range(200):
         with socket.socket() as s:

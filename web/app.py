@@ -17,7 +17,7 @@ from bus.system import Heartbeat, Ready
 from config.characters import load_cards
 from config.process import settle_heap
 from config.settings import Settings
-from web import rest
+from web import rest, tasks
 from web.hub import Hub
 from web.keys import CARDS, CONN, HUB, SETTINGS, SOCKETS
 from web.ws import websocket
@@ -28,7 +28,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 EDGE_TYPES = (
     "chat.delta", "chat.emotion", "chat.status", "chat.error", "chat.reply", "chat.user_text", "chat.accepted",
     "chat.started", "chat.history", "sys.interrupt", "sys.heartbeat", "sys.ready", "sys.error", "diag.pong",
-    "voice.audio_out", "voice.transcript",
+    "voice.audio_out", "voice.transcript", "chat.agent_notification", "chat.task_result", "task.progress",
+    "task.accepted", "task.events", "task.info",
 )  # fmt: skip
 
 
@@ -51,7 +52,12 @@ def create_app(settings: Settings, required: Iterable[str] | None = None) -> web
     app.router.add_post("/api/v1/chat/message", rest.chat_message)
     app.router.add_get("/api/v1/sessions/{session_id}/messages", rest.session_messages)
     app.router.add_get("/healthz", rest.healthz)
+    app.router.add_post("/api/query", tasks.submit)
+    app.router.add_get("/api/stream/{task_id}", tasks.stream)
+    app.router.add_get("/api/v1/tasks/{task_id}", tasks.get_task)
+    app.router.add_post("/api/v1/tasks/{task_id}/cancel", tasks.cancel_task)
     app.router.add_get("/", _index)
+    app.router.add_get("/tasks", _tasks_page)
     app.router.add_static("/static", STATIC)
     return app
 
@@ -90,6 +96,10 @@ async def _close_sockets(app: web.Application) -> None:
 
 async def _index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
+
+
+async def _tasks_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "tasks.html")
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

@@ -16,12 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bus import Connection, Envelope
-from bus.chat import Accepted, ChatError, Delta, Emotion, Reply, Status, UserText
+from bus.chat import Accepted, AgentNotification, ChatError, Delta, Emotion, Reply, Status, TaskResult, UserText
 from bus.system import Heartbeat, Interrupt, Ready
+from bus.tasks import TaskProgress
 from bus.voice import AudioOut, Transcript
 
 SEND_QUEUE = 2048
 RECENT_REPLIES = 4096
+TASK_QUEUE = 256
+RESYNC: dict[str, Any] = {"resync": True}
+"""Put in a task stream's queue when it overflowed: the stream fetches what it missed."""
 
 
 @dataclass(eq=False)
@@ -57,7 +61,32 @@ class Hub:
         self.seen: dict[str, float] = {}
         self._replies: OrderedDict[tuple[str, int], Envelope[Any]] = OrderedDict()
         self._waiters: dict[tuple[str, int], asyncio.Future[Envelope[Any]]] = {}
-        self.stats = {"frames_out": 0, "stale_dropped": 0, "slow_clients": 0}
+        self.task_watchers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self.stats = {"frames_out": 0, "stale_dropped": 0, "slow_clients": 0, "sse_resync": 0}
+
+    # -- task streams -----------------------------------------------------------------------
+
+    def watch_task(self, task_id: str) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(TASK_QUEUE)
+        self.task_watchers.setdefault(task_id, set()).add(queue)
+        return queue
+
+    def unwatch_task(self, task_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        watchers = self.task_watchers.get(task_id)
+        if watchers is not None:
+            watchers.discard(queue)
+            if not watchers:
+                del self.task_watchers[task_id]
+
+    def _task_event(self, task_id: str, event: dict[str, Any]) -> None:
+        for queue in self.task_watchers.get(task_id, ()):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:  # a slow reader: it re-reads the log from where it is
+                self.stats["sse_resync"] += 1
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(RESYNC)
 
     # -- attachment -----------------------------------------------------------------------
 
@@ -107,6 +136,9 @@ class Hub:
                 self.seen[actor] = now
             return
         session = env.session
+        if isinstance(body, TaskProgress):
+            self._task_event(session, body.event)
+            return
         if isinstance(body, Reply):
             self._remember(env)
         watchers = self.sessions.get(session)
@@ -146,6 +178,13 @@ class Hub:
                     del self.replying[session]
                 frame = {"type": "transcript", "speaker": "assistant", "text": body.text, "isFinal": True,
                          "emotion": body.emotion, "interrupted": body.interrupted, "turn": env.turn}  # fmt: skip
+            case AgentNotification():
+                frame = {"type": "agent_notification", "text": body.text, "source": body.source,
+                         "status": body.status, "task_id": body.task_id, "step": body.step,
+                         "progress": body.progress}  # fmt: skip
+            case TaskResult():
+                frame = {"type": "agent_notification", "text": body.answer, "source": "analyzer",
+                         "status": "result", "state": body.state, "task_id": body.task_id, "progress": 100}  # fmt: skip
             case UserText():
                 frame = {"type": "transcript", "speaker": "user", "text": body.text, "isFinal": True, "turn": env.turn}
                 self._broadcast((c for c in watchers if c.id != body.client), frame)

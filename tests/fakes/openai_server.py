@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ class FakeOpenAI(LocalServer):
         super().__init__()
         self.script: deque[Behaviour] = deque()
         self.default = Behaviour()
+        self.router: Callable[[dict[str, Any]], Behaviour | None] | None = None
+        """Picks a request's behaviour from its content (before the script); None: not routed."""
         self.requests: list[dict[str, Any]] = []
         self.app.router.add_post("/v1/chat/completions", self._completions)
         self._closing = asyncio.Event()
@@ -53,7 +56,8 @@ class FakeOpenAI(LocalServer):
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
         self.requests.append({"body": payload, "auth": request.headers.get("Authorization", "")})
-        b = self.script.popleft() if self.script else self.default
+        routed = self.router(payload) if self.router is not None else None
+        b = routed or (self.script.popleft() if self.script else self.default)
         if b.kind == "status":
             kind = {401: "invalid_request_error", 429: "rate_limit_exceeded"}.get(b.status, "server_error")
             code = {401: "invalid_api_key", 429: "rate_limit_exceeded"}.get(b.status)
