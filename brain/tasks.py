@@ -210,9 +210,9 @@ def validate_sql(sql: str, allowed_tables: Iterable[str], schema: str = "demo") 
         tokens.pop()
     if ("op", ";") in tokens:
         raise UnsafeSQL("only one statement is allowed (found ';' between statements)")
+    ctes = _check_tokens(tokens, schema)  # first: "DELETE is not allowed" says more than "not a SELECT"
     if not tokens or tokens[0] not in (("word", "select"), ("word", "with")):
         raise UnsafeSQL("only a SELECT query is allowed")
-    ctes = _check_tokens(tokens, schema)
     for i, (kind, value) in enumerate(tokens):
         if kind == "word" and value in ("from", "join"):
             _check_from(tokens, i + 1, allowed | ctes, schema, single=value == "join")

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from actors import Actor, Host
@@ -117,6 +118,7 @@ class ChatSystem:
     http: aiohttp.ClientSession
     database_url: str
     hosts: list[Host]
+    app: web.Application
 
     async def ws(self, character: str = "ada") -> WS:
         return WS(await self.http.ws_connect(f"{self.url}/ws/{character}"))
@@ -159,10 +161,12 @@ async def chat(
         for host in hosts:
             await host.start()
         required = [name for host in hosts for name in host.actor_names]
-        server = TestServer(create_app(settings(), required=required), host="127.0.0.1")
+        app = create_app(settings(), required=required)
+        server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         async with aiohttp.ClientSession() as http:
-            yield ChatSystem(str(server.make_url("")).rstrip("/"), endpoints, fake_llm, http, database_url, hosts)
+            url = str(server.make_url("")).rstrip("/")
+            yield ChatSystem(url, endpoints, fake_llm, http, database_url, hosts, app)
         await server.close()
         for host in hosts:
             await host.stop()
