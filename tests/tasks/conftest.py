@@ -70,7 +70,7 @@ class TaskSystem:
     chat: ChatSystem
     brain: Brain
     files: Path
-    executor: Host
+    executor: Host | None
 
     @property
     def url(self) -> str:
@@ -167,10 +167,17 @@ def more_actors(
 
 
 @pytest.fixture
-async def tasks(chat: ChatSystem, fake_llm: FakeOpenAI, files_dir: Path) -> AsyncIterator[TaskSystem]:  # noqa: F811
+def task_stack(chat: ChatSystem, fake_llm: FakeOpenAI, files_dir: Path) -> TaskSystem:  # noqa: F811
+    """Everything but an executor (a test starts its own, e.g. as a process it can kill)."""
     brain = Brain()
     fake_llm.router = brain.route
-    executor = Host(chat.endpoints, [Executor])
+    return TaskSystem(chat, brain, files_dir, None)
+
+
+@pytest.fixture
+async def tasks(task_stack: TaskSystem) -> AsyncIterator[TaskSystem]:
+    executor = Host(task_stack.chat.endpoints, [Executor])
     await executor.start()
-    yield TaskSystem(chat, brain, files_dir, executor)
+    task_stack.executor = executor
+    yield task_stack
     await executor.stop()

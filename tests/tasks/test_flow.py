@@ -137,6 +137,7 @@ async def test_a_query_the_database_rejects_goes_to_analyze_error_then_succeeds(
 
 
 async def test_analytics_runs_as_a_read_only_role_even_if_validation_were_bypassed(tasks: TaskSystem) -> None:
+    assert tasks.executor is not None
     executor = tasks.executor.actors[0]
     assert isinstance(executor, Executor)
     for sql, why in [
