@@ -109,7 +109,9 @@ async def test_unsafe_sql_is_refused_and_a_corrected_query_is_asked_for(tasks: T
 
 async def test_a_task_whose_queries_stay_unsafe_fails_with_a_clear_error(tasks: TaskSystem) -> None:
     tasks.brain.say("planner", plan("analytics"))
-    tasks.brain.say("sql", "SELECT 1; DROP TABLE demo.orders", "SELECT * FROM public.sessions", "SELECT * FROM pg_roles")
+    tasks.brain.say(
+        "sql", "SELECT 1; DROP TABLE demo.orders", "SELECT * FROM public.sessions", "SELECT * FROM pg_roles"
+    )
     task_id = await tasks.submit("Show me the orders")
     events = await tasks.events(task_id)
     refusals = [e["message"] for e in events if e["step"] == "validate_sql" and e["status"] == "failed"]
