@@ -77,7 +77,7 @@ def test_sql_is_taken_from_a_fenced_block_or_from_its_first_select() -> None:
 
 
 def test_plans_name_known_workflows_and_tools_only() -> None:
-    tools = {"files.read_text_file": {}}
+    tools: dict[str, object] = {"files.read_text_file": {}}
     workflow, steps = parse_plan('{"workflow": "tools", "steps": [{"tool": "files__read_text_file", '
                                  '"arguments": "{\\"path\\": \\"a\\"}"}]}', tools)  # fmt: skip
     assert workflow == "tools" and steps == ({"tool": "files.read_text_file", "arguments": {"path": "a"}},)

@@ -54,7 +54,8 @@ async def test_analytics_question_streams_every_step_and_answers_with_a_chart(ta
     assert table["columns"] == ["month", "revenue"]
     conn = await asyncpg.connect(tasks.chat.database_url)
     expected = await conn.fetch(
-        "SELECT to_char(date_trunc('month', ordered_at), 'YYYY-MM'), sum(revenue) FROM demo.orders GROUP BY 1 ORDER BY 1"
+        "SELECT to_char(date_trunc('month', ordered_at), 'YYYY-MM'), sum(revenue)"
+        " FROM demo.orders GROUP BY 1 ORDER BY 1"
     )
     stored = await conn.fetch("SELECT id, event FROM task_events WHERE task_id = $1 ORDER BY id", task_id)
     await conn.close()
