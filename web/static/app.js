@@ -182,6 +182,14 @@ function onFrame(f) {
       if (state.bubble) state.bubble.classList.add("interrupted");
       state.bubble = null;
       break;
+    case "agent_notification": {
+      // one line per task, updated as its steps progress; the result replaces it
+      let li = document.querySelector(`#log li.notification[data-task="${f.task_id}"]`);
+      if (!li) { li = addBubble("notification", ""); li.dataset.task = f.task_id; }
+      li.dataset.status = f.status;
+      li.textContent = f.status === "result" ? `📋 ${f.text}` : `⏳ ${f.text} (${f.progress}%)`;
+      break;
+    }
     case "error":
       $("error").textContent = `${f.code}: ${f.message}`;
       break;
