@@ -20,7 +20,15 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-run: $(STAMP)
+# Node.js for the reference MCP filesystem server (npm), whose tools the task executor uses.
+NPM    := /usr/bin/npm
+MCP_FS := .mcp/node_modules/.bin/mcp-server-filesystem
+$(NPM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+$(MCP_FS): | $(NPM)
+	npm install --prefix .mcp --no-audit --no-fund --loglevel=error @modelcontextprotocol/server-filesystem@2026.8.31
+
+run: $(STAMP) $(MCP_FS)
 	$(PY) run.py
 
 lint: $(STAMP)
@@ -30,15 +38,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP) $(CHROMIUM)
+unit: $(STAMP) $(CHROMIUM) $(MCP_FS)
 	$(PY) -m pytest
 
 test: lint typecheck unit
 
-bench: $(STAMP)
+bench: $(STAMP) $(MCP_FS)
 	$(PY) bench/bus.py
 	$(PY) bench/chat.py
 	$(PY) bench/voice.py
+	$(PY) bench/tasks.py
 
 clean:
-	rm -rf $(VENV) .greenroom .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mcp .greenroom .mypy_cache .ruff_cache .pytest_cache

@@ -137,9 +137,12 @@ class Executor(TaskWorker):
         return self._schema
 
     async def _run(self, sql: str) -> dict[str, Any]:
+        # The server's statement_timeout (the role's pool setting) stops a slow query; the
+        # client-side timeout, a little later, only guards against a server that stops answering.
+        wait = self.cfg.tool_timeout + 2.0
         async with self._reader.acquire() as conn, conn.transaction(readonly=True):
-            stmt = await conn.prepare(sql, timeout=self.cfg.tool_timeout)
-            records = await stmt.fetch(timeout=self.cfg.tool_timeout)
+            stmt = await conn.prepare(sql, timeout=wait)
+            records = await stmt.fetch(timeout=wait)
             columns = [a.name for a in stmt.get_attributes()]
         rows = [[jsonable(v) for v in r.values()] for r in records[: MAX_ROWS + 1]]
         truncated = len(rows) > MAX_ROWS

@@ -12,7 +12,7 @@ from config import ConfigError, Group, load_settings
 def test_defaults_put_the_bus_under_the_data_dir(tmp_path: Path) -> None:
     s = load_settings({"GREENROOM_DATA_DIR": str(tmp_path)}, file=tmp_path / "none.toml")
     assert s.bus.startswith("ipc://") and s.bus.endswith("/run/bus")
-    assert [g.name for g in s.groups] == ["chat", "character", "voice", "echo"]
+    assert [g.name for g in s.groups] == ["chat", "character", "voice", "tasks", "executor", "echo"]
     assert s.database_url is None and s.llm_base_url is None  # embedded defaults
 
 
@@ -54,3 +54,27 @@ def test_bad_settings_are_named(tmp_path: Path, text: str, error: str) -> None:
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings({"GREENROOM_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_task_settings_and_mcp_servers_are_read_and_checked(tmp_path: Path) -> None:
+    config = tmp_path / "g.toml"
+    config.write_text('[[mcp_servers]]\nname = "files"\ncommand = "{root}/x"\nargs = ["{data_dir}/f"]\n')
+    s = load_settings(
+        {"GREENROOM_CONFIG": str(config), "GREENROOM_DATA_DIR": "/d", "GREENROOM_API_TOKENS": "t1:ann, t2:bo",
+         "MAX_TOOL_EXECUTION_DEPTH": "5", "TOOL_EXECUTION_TIMEOUT": "2.5", "GREENROOM_TASK_RETRIES": "0"}
+    )  # fmt: skip
+    assert s.mcp_servers[0].command.endswith("/x") and s.mcp_servers[0].args == ("/d/f",)
+    assert s.api_tokens == (("t1", "ann"), ("t2", "bo"))
+    assert (s.max_tool_depth, s.tool_timeout, s.task_retries) == (5, 2.5, 0)
+    for bad, why in [
+        ('[[mcp_servers]]\nname = "x"\n', "exactly one of 'command' or 'url'"),
+        ('[[mcp_servers]]\nname = "a b"\ncommand = "c"\n', "needs a 'name'"),
+        ('[[mcp_servers]]\nname = "x"\ncommand = "c"\nargs = "a"\n', "args must be a list"),
+    ]:
+        config.write_text(bad)
+        with pytest.raises(ConfigError, match=why):
+            load_settings({"GREENROOM_CONFIG": str(config)})
+    with pytest.raises(ConfigError, match="token:user"):
+        load_settings({"GREENROOM_API_TOKENS": "nocolon"})
+    with pytest.raises(ConfigError, match="task_retries"):
+        load_settings({"GREENROOM_TASK_RETRIES": "-1"})

@@ -115,16 +115,31 @@ class FakeOpenAI(LocalServer):
         }  # fmt: skip
 
 
+class _Forgetful(list[dict[str, Any]]):
+    """A benchmark's server keeps no record of its requests."""
+
+    def append(self, item: dict[str, Any]) -> None:
+        pass
+
+
 def main() -> None:
     """``python -m tests.fakes.openai_server --port P``: an instant local model for benchmarks."""
     import argparse
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--replies", help="JSON {system prompt start: reply text}: answers by request")
     args = parser.parse_args()
+    replies: dict[str, str] = json.loads(args.replies) if args.replies else {}
+
+    def route(payload: dict[str, Any]) -> Behaviour | None:
+        system = str(payload["messages"][0].get("content", "")) if payload.get("messages") else ""
+        return next((Behaviour(text=text) for start, text in replies.items() if system.startswith(start)), None)
 
     async def serve() -> None:
         server = FakeOpenAI()
+        server.router = route
+        server.requests = _Forgetful()
         runner = web.AppRunner(server.app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", args.port).start()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
 import pytest
 
+from actors import Host
+from actors.analyzer import Analyzer
+from actors.executor import Executor
+from actors.planner import Planner
+from actors.tasks import TaskManager
 from bus.system import Ready
 from bus.tasks import Claimed
 from tests.fakes.openai_server import Behaviour
@@ -130,3 +136,44 @@ async def test_a_cancelled_task_stops_and_says_so(tasks: TaskSystem) -> None:
     assert not any(e["step"] == "execute_sql" for e in events)  # the executor was stopped
     async with tasks.http.post(f"{tasks.url}/api/v1/tasks/{task_id}/cancel") as resp:
         assert resp.status == 409 and (await resp.json())["error"]["code"] == "task_finished"
+
+
+async def test_several_executors_share_the_tasks(tasks: TaskSystem) -> None:
+    second = Host(tasks.chat.endpoints, [Executor], name="executor-2")
+    await second.start()
+    watch = Collector(tasks.chat.endpoints, ("task.claimed",))
+    await watch.start()
+    try:
+        tasks.brain.say("planner", plan("analytics"))
+        tasks.brain.say("sql", REVENUE_SQL, delay=0.02)
+        tasks.brain.say("summary", "Revenue grew.")
+        ids = await asyncio.gather(*(tasks.submit(f"What was revenue by month? ({i})") for i in range(8)))
+        ends = await asyncio.gather(*(tasks.events(t, stop=lambda e: e["step"] == "end") for t in ids))
+        claims = await watch.expect_n(Claimed, 8, lambda b: b.stage == "executor")
+    finally:
+        await watch.close()
+        await second.stop()
+    assert all(e[-1]["status"] == "done" for e in ends)
+    assert len({c.header.src for c in claims}) == 2  # both took some
+
+
+async def test_a_task_manager_restart_picks_open_tasks_up_again(tasks: TaskSystem) -> None:
+    manager_host = tasks.chat.hosts[-1]
+    assert "tasks" in manager_host.actor_names
+    tasks.brain.say("planner", plan("analytics"))
+    tasks.brain.act("sql", Behaviour(text=REVENUE_SQL, delay=0.3))
+    tasks.brain.say("sql", REVENUE_SQL)
+    tasks.brain.say("summary", "Revenue grew.")
+    task_id = await tasks.submit("What was revenue by month?")
+    seen = await tasks.events(task_id, stop=lambda e: e["step"] == "generate_sql")
+    await manager_host.stop()  # the manager goes away mid-task…
+    restarted = Host(tasks.chat.endpoints, [TaskManager, Planner, Analyzer])
+    await restarted.start()  # …and its successor finds the task open in the database
+    tasks.chat.hosts[-1] = restarted
+    rest = await tasks.events(task_id, last_event_id=seen[-1]["id"])
+    retry = next(e for e in rest if e["step"] == "retry")
+    assert "Greenroom restarted while the executor was working" in retry["message"]
+    assert rest[-1]["status"] == "done"
+    ids = [e["id"] for e in seen + rest]
+    assert ids == list(range(1, len(ids) + 1))  # numbering went on where it was
+    assert (await tasks.task(task_id))["attempt"] == 2
