@@ -197,9 +197,9 @@ def main() -> None:
     (RESULTS / "tasks.json").write_text(json.dumps(report, indent=2) + "\n")
     base, live, replay = report["baseline_bare_aiohttp_sse"], report["live"], report["replay"]
     print(f"{args.streams} streams over {args.tasks} tasks")
-    print(f"first event: baseline p50 {base['first_event_ms']['p50']:.1f} / p99 {base['first_event_ms']['p99']:.1f} ms;"
-          f" live p50 {live['first_event_ms']['p50']:.1f} / p99 {live['first_event_ms']['p99']:.1f} ms;"
-          f" replay p50 {replay['first_event_ms']['p50']:.1f} / p99 {replay['first_event_ms']['p99']:.1f} ms")  # fmt: skip
+    for name, phase in (("baseline", base), ("live", live), ("replay", replay)):
+        first = phase["first_event_ms"]
+        print(f"first event, {name}: p50 {first['p50']:.1f} ms, p99 {first['p99']:.1f} ms")
     print(f"live: {live['events']} events in {live['wall_s']:.2f} s = {live['events_per_s']:.0f} events/s;"
           f" every task ended by p99 {live['end_ms']['p99']:.0f} ms")  # fmt: skip
     print(f"edge RSS: {report['edge_rss_mb_idle']:.0f} MB idle, {report['edge_rss_mb_streams_open']:.0f} MB with"
