@@ -118,11 +118,12 @@ class TaskManager(Actor):
         if isinstance(body, SubmitTask):
             await self._submit(env)
             return
+        if isinstance(body, ReplayRequest):
+            await self._replay(env, body)
+            return
         found = await self._live(env.session)
         if found is None:
-            if isinstance(body, ReplayRequest):
-                await self.bus.publish(TaskEvents(False), cause=env)
-            elif isinstance(body, GetTask | CancelTask):
+            if isinstance(body, GetTask | CancelTask):
                 await self.bus.publish(TaskInfo(False), cause=env)
             return
         await self._handle(found, env)
@@ -130,10 +131,6 @@ class TaskManager(Actor):
     async def _handle(self, live: Live, env: Envelope[Any]) -> None:
         body = env.body
         match body:
-            case ReplayRequest():
-                events = await self._events(live, body.after)
-                finished = not live.open
-                await self.bus.publish(TaskEvents(True, live.row.user_id, live.row.state, events, finished), cause=env)
             case GetTask():
                 await self.bus.publish(TaskInfo(True, live.row.public()), cause=env)
             case CancelTask():
@@ -280,10 +277,22 @@ class TaskManager(Actor):
             note = AgentNotification(event["message"], who, status, row.id, step, event["progress"])
             await self.bus.publish(note, session=row.chat_session)
 
-    async def _events(self, live: Live, after: int) -> tuple[dict[str, Any], ...]:
-        if live.events and live.events[0]["id"] <= after + 1:
-            return tuple(e for e in live.events if e["id"] > after)
-        return tuple(await self.store.events(live.row.id, after))
+    async def _replay(self, env: Envelope[Any], body: ReplayRequest) -> None:
+        """Outside the task's lane: only persisted events are read (memory has nothing else)."""
+        live = self.live.get(body.task_id)
+        if live is not None and (not live.events or live.events[0]["id"] > body.after + 1):
+            live = None  # this manager did not see the task's start: its log is in the database
+        if live is not None:
+            events = tuple(e for e in live.events if e["id"] > body.after)
+            reply = TaskEvents(True, live.row.user_id, live.row.state, events, not live.open)
+        else:
+            row = await self.store.get(body.task_id)
+            if row is None:
+                reply = TaskEvents(False)
+            else:
+                stored = tuple(await self.store.events(row.id, body.after))
+                reply = TaskEvents(True, row.user_id, row.state, stored, row.state in TERMINAL)
+        await self.bus.publish(reply, cause=env)
 
     # -- state ------------------------------------------------------------------------------
 

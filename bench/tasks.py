@@ -9,14 +9,19 @@ and every event persisted before it is streamed.
 
 Phases, for ``--streams`` S over ``--tasks`` T tasks (S/T streams watch each task):
 - baseline: a bare aiohttp SSE endpoint in its own process (no bus, no database) that
-  sends one event at once: S streams opened together, time to first event. The machine's floor.
-- live:     T tasks submitted, then S streams opened together: time to first event
-  (seeds/004 target < 100 ms), events/s delivered until every stream got its ``end``,
-  edge memory (RSS) with every stream open.
-- replay:   S streams reconnect to the finished tasks with ``Last-Event-ID: 3``: time to
-  first event and to ``end`` (the log is read back, from memory or the database).
+  sends one event at once: S streams opened at ``--rate`` a second and held open, time to
+  first event. The machine's floor for the same client.
+- live:     T tasks submitted at once (each then kept running ~10 s: the model's summary
+  streams slowly); a second later S streams opened at ``--rate`` a second and held
+  until their task's ``end``: time to first event (seeds/004 target < 100 ms) while up
+  to S streams are open and T tasks run, edge memory (RSS) with all S open, every
+  event delivered. ``live_paced_after_burst``: the same, but the streams start
+  connecting while the burst of T submissions is still being planned.
+- storm:    S streams opened at the same instant, baseline and Greenroom (reconnecting to
+  the finished tasks with ``Last-Event-ID: 3``, so each replays the rest of its log):
+  time to first event, and events/s delivered.
 
-Usage: python bench/tasks.py [--streams 1000] [--tasks 100]
+Usage: python bench/tasks.py [--streams 1000] [--tasks 100] [--rate 200]
 Writes bench/results/tasks.json.
 """
 
@@ -46,7 +51,11 @@ REPLIES = {
     "You are the planner": '{"workflow": "analytics", "steps": []}',
     "You write one PostgreSQL SELECT": "```sql\nSELECT to_char(date_trunc('month', ordered_at), 'YYYY-MM') AS month,"
     " sum(revenue) AS revenue FROM orders GROUP BY 1 ORDER BY 1\n```",
-    "Answer the question from the query result": "Revenue grew every month.",
+    # ~10 s per task (20 words, 0.5 s apart): streams stay open while the others connect
+    "Answer the question from the query result": {
+        "text": "Revenue grew every month, from a slow start two years ago to the best month yet just last month.",
+        "delay": 0.5,
+    },
 }
 CONFIG = """
 [[groups]]
@@ -99,11 +108,31 @@ async def read_stream(
     return first, end, events
 
 
-async def storm(url: str, paths: list[str], headers: dict[str, str], first_only: bool = False) -> dict[str, Any]:
+async def storm(
+    url: str, paths: list[str], headers: dict[str, str], *, first_only: bool = False, rate: float = 0.0,
+    hold: asyncio.Event | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Open a stream per path (all at once, or ``rate`` a second) and read each to its end
+    (or, with ``first_only``, to its first event, then hold it open until ``hold`` is set)."""
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as http:
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as http:
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(read_stream(http, url + p, headers, first_only) for p in paths))
+
+        async def one(i: int, path: str) -> tuple[float, float, int]:
+            if rate:
+                await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+            if hold is None:
+                return await read_stream(http, url + path, headers, first_only)
+            t1 = time.perf_counter()
+            async with http.get(url + path, headers=headers) as resp:
+                async for line in resp.content:
+                    if line.startswith(b"data: "):
+                        first = time.perf_counter() - t1
+                        break
+                await hold.wait()
+            return first, float("nan"), 1
+
+        results = await asyncio.gather(*(one(i, p) for i, p in enumerate(paths)))
         wall = time.perf_counter() - t0
     firsts = [r[0] * 1000 for r in results]
     ends = [r[1] * 1000 for r in results if r[1] == r[1]]
@@ -142,21 +171,29 @@ def edge_rss_mb(root_pid: int) -> float:
     return float("nan")
 
 
-async def run(url: str, system_pid: int, baseline_url: str, streams: int, n_tasks: int) -> dict[str, Any]:
+async def run(url: str, system_pid: int, baseline_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    streams, n_tasks, rate = args.streams, args.tasks, args.rate
     per_task = max(1, streams // n_tasks)
-    report: dict[str, Any] = {"streams": streams, "tasks": n_tasks, "streams_per_task": per_task}
-    report["baseline_bare_aiohttp_sse"] = await storm(baseline_url, [f"/api/stream/{i}" for i in range(streams)], {},
-                                                      first_only=True)  # fmt: skip
+    report: dict[str, Any] = {"streams": streams, "tasks": n_tasks, "streams_per_task": per_task, "rate": rate}
+    base_paths = [f"/api/stream/{i}" for i in range(streams)]
+    hold = asyncio.Event()
+    held = asyncio.create_task(storm(baseline_url, base_paths, {}, first_only=True, rate=rate, hold=hold))
+    await asyncio.sleep(streams / rate + 1.0)
+    hold.set()
+    report["baseline_paced"] = await held
     report["edge_rss_mb_idle"] = edge_rss_mb(system_pid)
-    t0 = time.perf_counter()
-    ids = await submit_all(url, n_tasks)
-    report["submit_s"] = time.perf_counter() - t0
-    paths = [f"/api/stream/{t}" for t in ids for _ in range(per_task)]
-    live_task = asyncio.create_task(storm(url, paths, {}))
-    await asyncio.sleep(1.0)
-    report["edge_rss_mb_streams_open"] = edge_rss_mb(system_pid)
-    report["live"] = await live_task
-    report["replay"] = await storm(url, paths, {"Last-Event-ID": "3"})
+    for phase, settle in (("live_paced_after_burst", 0.0), ("live_paced", 1.0)):
+        t0 = time.perf_counter()
+        ids = await submit_all(url, n_tasks)
+        report[f"{phase}_submit_s"] = time.perf_counter() - t0
+        await asyncio.sleep(settle)  # 0: streams connect while the submission burst is still being planned
+        paths = [f"/api/stream/{t}" for t in ids for _ in range(per_task)]
+        live_task = asyncio.create_task(storm(url, paths, {}, rate=rate))
+        await asyncio.sleep(streams / rate + 0.5)
+        report["edge_rss_mb_streams_open"] = edge_rss_mb(system_pid)
+        report[phase] = await live_task
+    report["baseline_storm"] = await storm(baseline_url, base_paths, {}, first_only=True)
+    report["replay_storm"] = await storm(url, paths, {"Last-Event-ID": "3"})
     return report
 
 
@@ -164,6 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--tasks", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=200.0, help="streams opened a second (paced phases)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="grt-", dir="/tmp"))
     (tmp / "bench.toml").write_text(CONFIG)
@@ -187,7 +225,7 @@ def main() -> None:
     try:
         assert llm.stdout is not None and llm.stdout.readline().strip() == b"READY"
         asyncio.run(wait_healthy(url))
-        report.update(asyncio.run(run(url, system.pid, f"http://127.0.0.1:{base_port}", args.streams, args.tasks)))
+        report.update(asyncio.run(run(url, system.pid, f"http://127.0.0.1:{base_port}", args)))
     finally:
         for proc in (system, llm, baseline):
             proc.send_signal(signal.SIGTERM)
@@ -195,13 +233,12 @@ def main() -> None:
     report["targets"] = "time to first event < 100 ms (seeds/004) with 1000 concurrent streams"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tasks.json").write_text(json.dumps(report, indent=2) + "\n")
-    base, live, replay = report["baseline_bare_aiohttp_sse"], report["live"], report["replay"]
-    print(f"{args.streams} streams over {args.tasks} tasks")
-    for name, phase in (("baseline", base), ("live", live), ("replay", replay)):
+    print(f"{args.streams} streams over {args.tasks} tasks, opened {args.rate:.0f}/s or all at once (storm)")
+    for name in ("baseline_paced", "live_paced", "live_paced_after_burst", "baseline_storm", "replay_storm"):
+        phase = report[name]
         first = phase["first_event_ms"]
-        print(f"first event, {name}: p50 {first['p50']:.1f} ms, p99 {first['p99']:.1f} ms")
-    print(f"live: {live['events']} events in {live['wall_s']:.2f} s = {live['events_per_s']:.0f} events/s;"
-          f" every task ended by p99 {live['end_ms']['p99']:.0f} ms")  # fmt: skip
+        print(f"first event, {name}: p50 {first['p50']:.1f} ms, p99 {first['p99']:.1f} ms;"
+              f" {phase['events']} events, {phase['events_per_s']:.0f} events/s")  # fmt: skip
     print(f"edge RSS: {report['edge_rss_mb_idle']:.0f} MB idle, {report['edge_rss_mb_streams_open']:.0f} MB with"
           f" {args.streams} streams open")  # fmt: skip
     print(f"written to {RESULTS / 'tasks.json'}")

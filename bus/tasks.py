@@ -160,8 +160,14 @@ class TaskProgress(Message):
 
 @message("task.replay")
 class ReplayRequest(Message):
-    """Ask for a task's events after ``after``. Answered by ``task.events``."""
+    """Ask for a task's events after ``after``. Answered by ``task.events``.
 
+    Sent with a session of its own (not the task's), so that a burst of streams
+    connecting to a busy task is answered at once instead of queueing behind the
+    task's own progress; the manager reads only what it has already persisted."""
+
+    task_id: str
+    """The task."""
     after: int = 0
     """Last event id the client has (Last-Event-ID)."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bus import BusError
+from bus import BusError, new_id
 from bus.system import Error
 from bus.tasks import CancelTask, GetTask, ReplayRequest, SubmitTask, TaskAccepted, TaskEvents, TaskInfo
 from web.hub import RESYNC
@@ -182,7 +182,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 
 async def _replay(conn: Any, task_id: str, after: int) -> TaskEvents:
-    reply = await conn.ask(ReplayRequest(after), reply=TaskEvents, session=task_id, timeout=ASK_TIMEOUT)
+    session = f"replay:{new_id()}"  # its own lane in the manager: see ReplayRequest
+    reply = await conn.ask(ReplayRequest(task_id, after), reply=TaskEvents, session=session, timeout=ASK_TIMEOUT)
     body: TaskEvents = reply.body
     return body
 

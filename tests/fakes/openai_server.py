@@ -128,13 +128,18 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--replies", help="JSON {system prompt start: reply text}: answers by request")
+    parser.add_argument(
+        "--replies", help='JSON {system prompt start: text or {"text", "delay"}}: answers by what is asked'
+    )
     args = parser.parse_args()
-    replies: dict[str, str] = json.loads(args.replies) if args.replies else {}
+    replies: dict[str, Behaviour] = {
+        start: Behaviour(text=r) if isinstance(r, str) else Behaviour(text=r["text"], delay=float(r.get("delay", 0)))
+        for start, r in (json.loads(args.replies) if args.replies else {}).items()
+    }
 
     def route(payload: dict[str, Any]) -> Behaviour | None:
         system = str(payload["messages"][0].get("content", "")) if payload.get("messages") else ""
-        return next((Behaviour(text=text) for start, text in replies.items() if system.startswith(start)), None)
+        return next((b for start, b in replies.items() if system.startswith(start)), None)
 
     async def serve() -> None:
         server = FakeOpenAI()
