@@ -55,6 +55,9 @@ class CharacterAgent(Actor):
         messages = build_messages(
             card.persona, card.emotions, history, body.text, budget=HISTORY_BUDGET_TOKENS, extra_context=body.context
         )
+        provider = ""
+        if isinstance(self.model, OpenAIChat):
+            provider = f"{card.llm.model or self.model.model}@{self.model.host}"
         tags = TagReader(card.emotions)
         sentences = SentenceSplitter()
         said: list[str] = []
@@ -87,15 +90,19 @@ class CharacterAgent(Actor):
                 await self.bus.publish(Sentence(sentence, n_sentence), cause=env)
                 n_sentence += 1
         except asyncio.CancelledError:
-            await self.bus.publish(Reply("".join(said), tags.emotion or "", interrupted=True), cause=env)
+            await self.bus.publish(
+                Reply("".join(said), tags.emotion or "", interrupted=True, provider=provider), cause=env
+            )
             raise
         except LLMError as exc:
             self.log.warning("model failed", code=exc.code, error=exc.message)
             await self.bus.publish(ChatError(exc.code, exc.message), cause=env)
-            await self.bus.publish(Reply("".join(said), tags.emotion or "", error=exc.code), cause=env)
+            await self.bus.publish(
+                Reply("".join(said), tags.emotion or "", error=exc.code, provider=provider), cause=env
+            )
             return
         text = "".join(said)
         emotion = tags.emotion or classify(text, card.emotions)
         if not emotion_sent:
             await self.bus.publish(Emotion(emotion), cause=env)
-        await self.bus.publish(Reply(text, emotion), cause=env)
+        await self.bus.publish(Reply(text, emotion, provider=provider), cause=env)

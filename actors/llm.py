@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import openai
@@ -68,6 +69,7 @@ class OpenAIChat:
 
     def __init__(self, base_url: str, api_key: str, model: str, timeout: float, max_retries: int = 1) -> None:
         self.model = model
+        self.host = urlsplit(base_url).netloc
         # The SDK's aiohttp transport: ~0.5 ms less per request than its default (bench/chat.py).
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,

@@ -23,6 +23,7 @@ ACTORS: dict[str, str] = {
     "planner": "actors.planner:Planner",
     "executor": "actors.executor:Executor",
     "analyzer": "actors.analyzer:Analyzer",
+    "telemetry": "actors.telemetry:TelemetrySink",
 }
 
 

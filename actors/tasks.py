@@ -278,21 +278,28 @@ class TaskManager(Actor):
             await self.bus.publish(note, session=row.chat_session)
 
     async def _replay(self, env: Envelope[Any], body: ReplayRequest) -> None:
-        """Outside the task's lane: only persisted events are read (memory has nothing else)."""
+        """Outside the task's lane: only persisted events are read (memory has nothing else).
+
+        "Finished" means the ``end`` event exists, not that the state says so: the state is
+        saved a moment before the ``end`` event is, and a replay may fall in between."""
+        after = max(0, body.after)
+        since = max(0, after - 1)  # the client's own last event too: it says whether that was the end
         live = self.live.get(body.task_id)
-        if live is not None and (not live.events or live.events[0]["id"] > body.after + 1):
+        if live is not None and (not live.events or live.events[0]["id"] > since + 1):
             live = None  # this manager did not see the task's start: its log is in the database
         if live is not None:
-            events = tuple(e for e in live.events if e["id"] > body.after)
-            reply = TaskEvents(True, live.row.user_id, live.row.state, events, not live.open)
+            events = [e for e in live.events if e["id"] > since]
+            owner, state = live.row.user_id, live.row.state
         else:
             row = await self.store.get(body.task_id)
             if row is None:
-                reply = TaskEvents(False)
-            else:
-                stored = tuple(await self.store.events(row.id, body.after))
-                reply = TaskEvents(True, row.user_id, row.state, stored, row.state in TERMINAL)
-        await self.bus.publish(reply, cause=env)
+                await self.bus.publish(TaskEvents(False), cause=env)
+                return
+            events = await self.store.events(row.id, since)
+            owner, state = row.user_id, row.state
+        finished = bool(events) and events[-1]["step"] == "end"
+        new = tuple(e for e in events if e["id"] > after)
+        await self.bus.publish(TaskEvents(True, owner, state, new, finished), cause=env)
 
     # -- state ------------------------------------------------------------------------------
 

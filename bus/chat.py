@@ -142,6 +142,8 @@ class Reply(Message):
     """True when a newer turn cut it short."""
     error: str = ""
     """Error code when the provider failed."""
+    provider: str = ""
+    """Which model answered, and where (``MODEL@HOST``), for the latency ledger."""
 
 
 @message("chat.status")

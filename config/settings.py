@@ -110,6 +110,9 @@ class Settings:
     api_tokens: tuple[tuple[str, str], ...] = ()
     """GREENROOM_API_TOKENS ``token:user,…``: when set, the task API needs a token (Bearer,
     or ``?token=`` for EventSource) and each user sees only their own tasks."""
+    telemetry_buffer: int = 200_000
+    """GREENROOM_TELEMETRY_BUFFER: bus messages the telemetry sink holds while PostgreSQL is
+    away; beyond it new ones are counted as overflow (``/metrics``) and not stored."""
     analytics_url: str | None = None
     """GREENROOM_ANALYTICS_URL: how analytics queries log in; None: the database URL as the
     read-only role ``greenroom_reader``."""
@@ -185,6 +188,7 @@ def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None
         sse_keepalive=_positive(pick("sse_keepalive", "GREENROOM_SSE_KEEPALIVE", 15.0), "sse_keepalive"),
         api_tokens=_tokens(env.get("GREENROOM_API_TOKENS", "")),
         analytics_url=env.get("GREENROOM_ANALYTICS_URL") or doc.get("analytics_url") or None,
+        telemetry_buffer=_count(pick("telemetry_buffer", "GREENROOM_TELEMETRY_BUFFER", 200_000), "telemetry_buffer"),
     )
 
 
@@ -238,6 +242,7 @@ DEFAULT_GROUPS = [
     {"name": "voice", "actors": ["stt", "tts", "resampler"]},
     {"name": "tasks", "actors": ["tasks", "planner", "analyzer"]},
     {"name": "executor", "actors": ["executor"]},
+    {"name": "telemetry", "actors": ["telemetry"]},
     {"name": "echo", "actors": ["echo"]},
 ]
 

@@ -17,7 +17,7 @@ from bus.system import Heartbeat, Ready
 from config.characters import load_cards
 from config.process import settle_heap
 from config.settings import Settings
-from web import rest, tasks
+from web import rest, tasks, telemetry
 from web.hub import Hub
 from web.keys import CARDS, CONN, HUB, SETTINGS, SOCKETS
 from web.ws import websocket
@@ -29,7 +29,7 @@ EDGE_TYPES = (
     "chat.delta", "chat.emotion", "chat.status", "chat.error", "chat.reply", "chat.user_text", "chat.accepted",
     "chat.started", "chat.history", "sys.interrupt", "sys.heartbeat", "sys.ready", "sys.error", "diag.pong",
     "voice.audio_out", "voice.transcript", "chat.agent_notification", "chat.task_result", "task.progress",
-    "task.accepted", "task.events", "task.info",
+    "task.accepted", "task.events", "task.info", "telemetry.metrics", "telemetry.sessions", "telemetry.session",
 )  # fmt: skip
 
 
@@ -56,8 +56,15 @@ def create_app(settings: Settings, required: Iterable[str] | None = None) -> web
     app.router.add_get("/api/stream/{task_id}", tasks.stream)
     app.router.add_get("/api/v1/tasks/{task_id}", tasks.get_task)
     app.router.add_post("/api/v1/tasks/{task_id}/cancel", tasks.cancel_task)
+    app.router.add_get("/api/v1/telemetry/sessions", telemetry.sessions)
+    app.router.add_get("/api/v1/telemetry/sessions/{session_id}", telemetry.session)
+    app.router.add_get("/metrics", telemetry.metrics)
+    app.router.add_get("/ws/tap", telemetry.tap)
+    app[telemetry.METRICS] = telemetry.metrics_registry(app)
     app.router.add_get("/", _index)
-    app.router.add_get("/tasks", _tasks_page)
+    app.router.add_get("/tasks", _page("tasks.html"))
+    app.router.add_get("/telemetry", _page("telemetry.html"))
+    app.router.add_get("/tap", _page("tap.html"))
     app.router.add_static("/static", STATIC)
     return app
 
@@ -98,8 +105,11 @@ async def _index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
-async def _tasks_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "tasks.html")
+def _page(name: str):  # type: ignore[no-untyped-def]
+    async def page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / name)
+
+    return page
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

@@ -19,6 +19,7 @@ from bus import Connection, Envelope
 from bus.chat import Accepted, AgentNotification, ChatError, Delta, Emotion, Reply, Status, TaskResult, UserText
 from bus.system import Heartbeat, Interrupt, Ready
 from bus.tasks import TaskProgress
+from bus.telemetry import Mark, MetricsSnapshot
 from bus.voice import AudioOut, Transcript
 
 SEND_QUEUE = 2048
@@ -62,6 +63,11 @@ class Hub:
         self._replies: OrderedDict[tuple[str, int], Envelope[Any]] = OrderedDict()
         self._waiters: dict[tuple[str, int], asyncio.Future[Envelope[Any]]] = {}
         self.task_watchers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self.metrics: MetricsSnapshot | None = None
+        """The telemetry sink's latest counters (for ``/metrics``)."""
+        self.metrics_at = 0.0
+        self._marked: dict[str, int] = {}  # session -> last turn whose first frame was marked
+        self._marks: set[asyncio.Task[Any]] = set()
         self.stats = {"frames_out": 0, "stale_dropped": 0, "slow_clients": 0, "sse_resync": 0}
 
     # -- task streams -----------------------------------------------------------------------
@@ -130,15 +136,10 @@ class Hub:
 
     def on_message(self, env: Envelope[Any], queue: str | None) -> None:
         body = env.body
-        if isinstance(body, Heartbeat | Ready):
-            now = time.monotonic()
-            for actor in body.actors:
-                self.seen[actor] = now
+        if isinstance(body, Heartbeat | Ready | MetricsSnapshot | TaskProgress):
+            self._system(env)
             return
         session = env.session
-        if isinstance(body, TaskProgress):
-            self._task_event(session, body.event)
-            return
         if isinstance(body, Reply):
             self._remember(env)
         watchers = self.sessions.get(session)
@@ -160,6 +161,7 @@ class Hub:
             case Delta():
                 self.replying[session] = env.turn
                 frame = {"type": "text", "text": body.text}
+                self._mark_first(session, env.turn)
             case AudioOut():
                 self._audio_out(env, watchers)
                 return
@@ -197,6 +199,7 @@ class Hub:
         session, body = env.session, env.body
         pcm = env.extra[0] if env.extra else b""
         if pcm:
+            self._mark_first(session, env.turn)
             self.replying[session] = self.speaking[session] = env.turn
             frame = {"type": "audio", "audio_data": base64.b64encode(pcm).decode(), "turn": env.turn, "seq": body.seq}
             self._broadcast(watchers, frame)
@@ -204,6 +207,30 @@ class Hub:
             if self.speaking.pop(session, None) is not None and self.replying.get(session) == env.turn:
                 del self.replying[session]
             self._broadcast(watchers, {"type": "audio_end", "turn": env.turn})
+
+    def _system(self, env: Envelope[Any]) -> None:
+        body = env.body
+        if isinstance(body, Heartbeat | Ready):
+            now = time.monotonic()
+            for actor in body.actors:
+                self.seen[actor] = now
+        elif isinstance(body, MetricsSnapshot):
+            self.metrics, self.metrics_at = body, time.monotonic()
+        elif isinstance(body, TaskProgress):
+            self._task_event(env.session, body.event)
+
+    def _mark_first(self, session: str, turn: int) -> None:
+        """The first frame of a turn's reply is going out: a hop for the latency ledger."""
+        if self._marked.get(session, 0) >= turn:
+            return
+        self._marked[session] = turn
+        if len(self._marked) > RECENT_REPLIES:
+            self._marked.pop(next(iter(self._marked)))
+        task = asyncio.get_running_loop().create_task(
+            self.conn.publish(Mark("first_frame_sent"), session=session, turn=turn)
+        )
+        self._marks.add(task)
+        task.add_done_callback(self._marks.discard)
 
     def _broadcast(self, clients: Iterable[Client], frame: dict[str, Any]) -> None:
         for client in clients:

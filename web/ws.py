@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 from bus import BusError, new_id
 from bus.chat import Accepted, EndSession, SessionStarted, StartSession, UserText
 from bus.system import Error, Ping, Pong
+from bus.telemetry import Mark
 from bus.voice import AudioIn
 from web.hub import Client
 from web.keys import CARDS, CONN, HUB, SOCKETS
@@ -127,10 +128,16 @@ class Session:
                 await self._stream(obj)
             case "end_session":
                 await self._end()
+            case "playback_started":
+                turn = obj.get("turn")
+                if self.client.session is None or type(turn) is not int or turn < 1:
+                    raise ProtocolError("bad_frame", "playback_started needs a session and its integer 'turn'")
+                await self.conn.publish(Mark("playback_started"), session=self.client.session, turn=turn)
             case other:
                 raise ProtocolError(
                     "unknown_action",
-                    f"unknown action {other!r}; expected start_session, stream_data, end_session, ping",
+                    f"unknown action {other!r}; expected start_session, stream_data, end_session, ping,"
+                    " playback_started",
                 )
 
     async def _bus_ping(self) -> None:

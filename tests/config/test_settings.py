@@ -12,7 +12,7 @@ from config import ConfigError, Group, load_settings
 def test_defaults_put_the_bus_under_the_data_dir(tmp_path: Path) -> None:
     s = load_settings({"GREENROOM_DATA_DIR": str(tmp_path)}, file=tmp_path / "none.toml")
     assert s.bus.startswith("ipc://") and s.bus.endswith("/run/bus")
-    assert [g.name for g in s.groups] == ["chat", "character", "voice", "tasks", "executor", "echo"]
+    assert [g.name for g in s.groups] == ["chat", "character", "voice", "tasks", "executor", "telemetry", "echo"]
     assert s.database_url is None and s.llm_base_url is None  # embedded defaults
 
 

@@ -148,9 +148,16 @@ def task_settings() -> dict[str, str]:
 
 
 @pytest.fixture
+def mcp_config_extra() -> str:
+    """More ``[[mcp_servers]]`` for the test's configuration; a test module may add some."""
+    return ""
+
+
+@pytest.fixture
 def more_actors(
-    monkeypatch: pytest.MonkeyPatch, short_tmp: Path, files_dir: Path, task_settings: dict[str, str]
-) -> list[type[Actor]]:
+    monkeypatch: pytest.MonkeyPatch, short_tmp: Path, files_dir: Path, task_settings: dict[str, str],
+    mcp_config_extra: str,
+) -> list[type[Actor]]:  # fmt: skip
     assert MCP_SERVER.exists(), "the MCP filesystem server is installed by `make test` (npm)"
     config = short_tmp / "greenroom.toml"
     config.write_text(
@@ -158,7 +165,7 @@ def more_actors(
         'name = "files"\n'
         f'command = "{MCP_SERVER}"\n'
         f'args = ["{files_dir}"]\n'
-        'tools = ["read_text_file", "list_directory"]\n'
+        'tools = ["read_text_file", "list_directory"]\n' + mcp_config_extra
     )
     monkeypatch.setenv("GREENROOM_CONFIG", str(config))
     for var, value in task_settings.items():

@@ -82,7 +82,14 @@ async function audioContext() {
     audio.ctx = new AudioContext({ sampleRate: 48000 });
     await audio.ctx.audioWorklet.addModule("/static/audio-worklets.js");
     audio.player = new AudioWorkletNode(audio.ctx, "greenroom-player", { outputChannelCount: [1] });
-    audio.player.port.onmessage = (ev) => { window.greenroomAudio.playedSamples += ev.data.played; };
+    audio.player.port.onmessage = (ev) => {
+      window.greenroomAudio.playedSamples += ev.data.played;
+      // the first sound of a turn's reply: tell the server (the latency ledger's last hop)
+      if (state.audioTurn && state.audioTurn !== state.playedTurn && state.ws?.readyState === WebSocket.OPEN) {
+        state.playedTurn = state.audioTurn;
+        state.ws.send(JSON.stringify({ action: "playback_started", turn: state.audioTurn }));
+      }
+    };
     audio.player.connect(audio.ctx.destination);
   }
   if (audio.ctx.state === "suspended") await audio.ctx.resume();
@@ -166,6 +173,7 @@ function onFrame(f) {
       break;
     case "audio": {
       const samples = fromBase64(f.audio_data);
+      if (f.turn) state.audioTurn = f.turn;
       window.greenroomAudio.receivedSamples += samples.length;
       if (audio.player) audio.player.port.postMessage({ samples }, [samples.buffer]);
       break;

@@ -1,0 +1,298 @@
+"""Telemetry sink: every bus message into PostgreSQL, in batches, never blocking the bus.
+
+It taps the bus with a connection of its own (frames, undecoded: only the header is
+read; bodies are stored as the msgpack they were), keeps rows in a bounded buffer and
+writes them with ``COPY`` every ``FLUSH_EVERY`` seconds or ``BATCH`` rows. When
+PostgreSQL is away the rows wait and are written when it is back; rows arriving while
+the buffer is full are counted (``overflow``), reported on the bus and in ``/metrics``.
+It also keeps the per-turn latency ledger and publishes the counters ``/metrics`` shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, OrderedDict, deque
+from typing import Any
+
+import asyncpg
+import msgpack
+
+from actors.actor import Actor
+from actors.db.pg import connect, migrate, start_embedded
+from brain.ledger import BODY_NEEDED, Ledger
+from bus import Connection, Endpoints, Envelope
+from bus.system import Error
+from bus.tap import jsonable
+from bus.telemetry import MetricsSnapshot, SessionDetail, SessionRequest, Sessions, SessionsRequest
+from config.settings import settings
+
+FLUSH_EVERY = 0.1
+BATCH = 20_000
+METRICS_EVERY = 1.0
+ACTIVE_WINDOW = 300.0
+KNOWN_SESSIONS = 50_000
+COLUMNS = ("id", "ts", "session_id", "turn", "type", "src", "parent", "body", "extra_bytes")
+NOT_STORED = frozenset({"sys.heartbeat", "sys.probe", "telemetry.metrics"})  # counted, not stored
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError, TimeoutError)
+
+
+def _kind(session: str) -> str:
+    return "chat" if session.startswith("s-") else "task" if session.startswith("wf-") else "system"
+
+
+class TelemetrySink(Actor):
+    name = "telemetry"
+    handles = (SessionsRequest, SessionRequest)
+    interrupt_cancels = False
+
+    async def on_start(self) -> None:
+        cfg = settings()
+        self.bound = cfg.telemetry_buffer
+        url = cfg.database_url
+        self._pg_handle: object = None
+        if url is None:
+            self._pg_handle, url = await asyncio.to_thread(start_embedded, cfg.data_dir)
+        assert url is not None
+        self._url = url
+        self._pool: asyncpg.Pool = await connect(url, max_size=4)
+        await migrate(self._pool)
+        self.buffer: deque[tuple[Any, ...]] = deque()
+        self.stats = {"buffered": 0, "written": 0, "overflow": 0, "db_up": 1, "flush_failures": 0, "undecodable": 0}
+        self.counts: Counter[str] = Counter()
+        self.processes: dict[str, dict[str, int]] = {}
+        self.restarts: Counter[str] = Counter()
+        self.ledger = Ledger()
+        self._sessions: OrderedDict[str, list[Any]] = OrderedDict()  # session -> [kind, character, last_seen]
+        self._pending: dict[str, list[Any]] = {}  # session -> [first, last, events, turns] since the last flush
+        self._wake = asyncio.Event()
+        self._tap = Connection(Endpoints(cfg.bus), "telemetry-tap")
+        await self._tap.start(raw=self._on_frames, subscribe=[""])
+        self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._publisher())]
+
+    async def on_stop(self) -> None:
+        await self._tap.close()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(*_DB_ERRORS):
+            await asyncio.wait_for(self._flush(), 5.0)  # what is buffered, if the database is there
+        await self._pool.close()
+
+    # -- the firehose -----------------------------------------------------------------------
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        try:
+            header = msgpack.unpackb(frames[1])
+            kind = header["type"]
+            session = header["session"]
+        except (ValueError, KeyError, TypeError, IndexError, msgpack.ExtraData):
+            self.stats["undecodable"] += 1
+            return
+        self.counts[kind] += 1
+        body_bytes = bytes(frames[2])
+        if kind in NOT_STORED:
+            if kind == "sys.heartbeat":
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    body = msgpack.unpackb(body_bytes)
+                    self.processes[str(body["name"])] = dict(body.get("stats") or {})
+            return
+        if kind == "sys.process":
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                body = msgpack.unpackb(body_bytes)
+                if body.get("event") == "restarting":
+                    self.restarts[str(body["name"])] += 1
+        if kind in BODY_NEEDED or kind.startswith(("chat.", "voice.", "telemetry.")):
+            self.ledger.feed(kind, header, lambda: _body(body_bytes))
+        if kind == "chat.started":
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                started = msgpack.unpackb(body_bytes)
+                self._session_info(str(started["session"]))[1] = str(started.get("character", ""))
+        ts = float(header["ts"])
+        if session:
+            info = self._session_info(session)
+            info[2] = time.time()
+            agg = self._pending.get(session)
+            if agg is None:
+                self._pending[session] = [ts, ts, 1, int(header.get("turn", 0))]
+            else:
+                agg[1] = max(agg[1], ts)
+                agg[2] += 1
+                agg[3] = max(agg[3], int(header.get("turn", 0)))
+        if len(self.buffer) >= self.bound:
+            self.stats["overflow"] += 1
+            return
+        extra = sum(len(f) for f in frames[3:])
+        self.buffer.append((header["id"], ts, session, int(header.get("turn", 0)), kind, header.get("src", ""),
+                            header.get("parent"), body_bytes, extra))  # fmt: skip
+        if len(self.buffer) >= BATCH:
+            self._wake.set()
+
+    def _session_info(self, session: str) -> list[Any]:
+        info = self._sessions.get(session)
+        if info is None:
+            info = self._sessions[session] = [_kind(session), "", time.time()]
+            if len(self._sessions) > KNOWN_SESSIONS:
+                self._sessions.popitem(last=False)
+        return info
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        backoff = 0.2
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_EVERY)
+            self._wake.clear()
+            try:
+                while self.buffer or self._pending or self.ledger.dirty:
+                    await self._flush()
+                    if len(self.buffer) < BATCH:
+                        break
+            except _DB_ERRORS as exc:
+                self.stats["flush_failures"] += 1
+                if self.stats["db_up"]:
+                    self.stats["db_up"] = 0
+                    self.log.warning("telemetry database unavailable; buffering", error=str(exc)[:200])
+                    await self.bus.publish(Error("telemetry_db_down", f"telemetry is buffering: {exc}"[:300]))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if not self.stats["db_up"]:
+                self.stats["db_up"] = 1
+                self.log.info("telemetry database back", buffered=len(self.buffer))
+            backoff = 0.2
+
+    async def _flush(self) -> None:
+        """Write one batch, the session counters and the changed ledgers in one transaction;
+        on failure everything taken goes back to wait for the next try."""
+        batch = [self.buffer.popleft() for _ in range(min(BATCH, len(self.buffer)))]
+        pending, self._pending = self._pending, {}
+        turns = self.ledger.take_dirty()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if batch:
+                    await conn.copy_records_to_table("telemetry_events", records=batch, columns=COLUMNS)
+                if pending:
+                    await self._upsert_sessions(conn, pending)
+                if turns:
+                    await conn.executemany(
+                        "INSERT INTO telemetry_turns (session_id, turn, character, provider, source, started_at, hops,"
+                        " ttft_ms, ttfa_ms, total_ms, interrupted) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+                        " ON CONFLICT (session_id, turn) DO UPDATE SET character = coalesce(EXCLUDED.character,"
+                        " telemetry_turns.character), provider = coalesce(EXCLUDED.provider, telemetry_turns.provider),"
+                        " hops = EXCLUDED.hops, ttft_ms = EXCLUDED.ttft_ms, ttfa_ms = EXCLUDED.ttfa_ms,"
+                        " total_ms = EXCLUDED.total_ms, interrupted = EXCLUDED.interrupted",
+                        turns,
+                    )  # fmt: skip
+        except BaseException:
+            self.buffer.extendleft(reversed(batch))
+            for session, agg in pending.items():
+                self._merge(session, agg)
+            self.ledger.mark_dirty((t[0], t[1]) for t in turns)
+            raise
+        self.stats["written"] += len(batch)
+
+    def _merge(self, session: str, agg: list[Any]) -> None:
+        mine = self._pending.get(session)
+        if mine is None:
+            self._pending[session] = agg
+        else:
+            mine[0], mine[1] = min(mine[0], agg[0]), max(mine[1], agg[1])
+            mine[2] += agg[2]
+            mine[3] = max(mine[3], agg[3])
+
+    async def _upsert_sessions(self, conn: asyncpg.Connection, pending: dict[str, list[Any]]) -> None:
+        ids = list(pending)
+        info = [self._sessions.get(s) or [_kind(s), "", 0.0] for s in ids]
+        await conn.execute(
+            "INSERT INTO telemetry_sessions (session_id, kind, character, first_seen, last_seen, events, turns)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::int8[],"
+            " $7::int4[]) ON CONFLICT (session_id) DO UPDATE SET"
+            " character = coalesce(EXCLUDED.character, telemetry_sessions.character),"
+            " first_seen = least(telemetry_sessions.first_seen, EXCLUDED.first_seen),"
+            " last_seen = greatest(telemetry_sessions.last_seen, EXCLUDED.last_seen),"
+            " events = telemetry_sessions.events + EXCLUDED.events,"
+            " turns = greatest(telemetry_sessions.turns, EXCLUDED.turns)",
+            ids, [i[0] for i in info], [i[1] or None for i in info], [pending[s][0] for s in ids],
+            [pending[s][1] for s in ids], [pending[s][2] for s in ids], [pending[s][3] for s in ids],
+        )  # fmt: skip
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    async def _publisher(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_EVERY)
+            self.stats["buffered"] = len(self.buffer)
+            now = time.time()
+            active = sum(1 for info in self._sessions.values() if info[0] == "chat" and now - info[2] < ACTIVE_WINDOW)
+            histograms = {k: h.snapshot() for k, h in self.ledger.histograms.items()}
+            await self.bus.publish(MetricsSnapshot(dict(self.counts), dict(self.processes), dict(self.restarts),
+                                                   active, histograms, dict(self.stats)))  # fmt: skip
+
+    # -- queries ----------------------------------------------------------------------------
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        body = env.body
+        try:
+            if isinstance(body, SessionsRequest):
+                await self.bus.publish(await self._recent(max(1, min(body.limit, 1000))), cause=env)
+            elif isinstance(body, SessionRequest):
+                await self.bus.publish(await self._detail(env.session, max(1, min(body.limit, 5000))), cause=env)
+        except _DB_ERRORS as exc:
+            await self.bus.publish(Error("telemetry_unavailable", f"telemetry database: {exc}"[:300]), cause=env)
+
+    async def _recent(self, limit: int) -> Sessions:
+        rows = await self._pool.fetch(
+            "SELECT * FROM telemetry_sessions WHERE kind <> 'system' ORDER BY last_seen DESC LIMIT $1", limit
+        )
+        stats = await self._pool.fetchrow(
+            "WITH recent AS (SELECT * FROM telemetry_turns ORDER BY started_at DESC LIMIT 1000) SELECT"
+            " count(ttft_ms) n_ttft, percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY ttft_ms) ttft,"
+            " count(ttfa_ms) n_ttfa, percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY ttfa_ms) ttfa,"
+            " count(total_ms) n_total, percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY total_ms) total"
+            " FROM recent"
+        )  # fmt: skip
+        latency = {}
+        for name in ("ttft", "ttfa", "total"):
+            values = stats[name] or [None, None, None]
+            latency[f"{name}_ms"] = {"n": stats[f"n_{name}"], "p50": values[0], "p90": values[1], "p99": values[2]}
+        return Sessions(tuple(dict(r) for r in rows), latency)
+
+    async def _detail(self, session: str, limit: int) -> SessionDetail:
+        row = await self._pool.fetchrow("SELECT * FROM telemetry_sessions WHERE session_id = $1", session)
+        if row is None:
+            return SessionDetail(False)
+        events = await self._pool.fetch(
+            "SELECT * FROM (SELECT id, ts, turn, type, src, parent, body, extra_bytes FROM telemetry_events"
+            " WHERE session_id = $1 ORDER BY ts DESC LIMIT $2) e ORDER BY ts",
+            session, limit,
+        )  # fmt: skip
+        turns = await self._pool.fetch(
+            "SELECT turn, character, provider, source, started_at, hops, ttft_ms, ttfa_ms, total_ms, interrupted"
+            " FROM telemetry_turns WHERE session_id = $1 ORDER BY turn",
+            session,
+        )
+        shown = tuple({**{k: v for k, v in dict(e).items() if k != "body"}, "body": _shown(e["body"])} for e in events)
+        return SessionDetail(True, dict(row), shown, tuple(dict(t) for t in turns))
+
+
+def _body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = msgpack.unpackb(raw)
+    except (ValueError, msgpack.ExtraData):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _shown(raw: bytes) -> Any:
+    """A stored body for people: decoded, bytes by size, long text cut."""
+    try:
+        body = jsonable(msgpack.unpackb(raw))
+    except (ValueError, msgpack.ExtraData):
+        return {"undecodable": len(raw)}
+    if isinstance(body, dict):
+        return {k: (v[:2000] + "…" if isinstance(v, str) and len(v) > 2000 else v) for k, v in body.items()}
+    return body
