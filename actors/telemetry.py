@@ -46,6 +46,7 @@ class TelemetrySink(Actor):
     name = "telemetry"
     handles = (SessionsRequest, SessionRequest)
     interrupt_cancels = False
+    accept_stale = True  # queries name a chat session, whose turn has moved on: they are not stale
 
     async def on_start(self) -> None:
         cfg = settings()
@@ -106,10 +107,10 @@ class TelemetrySink(Actor):
                     self.restarts[str(body["name"])] += 1
         if kind in BODY_NEEDED or kind.startswith(("chat.", "voice.", "telemetry.")):
             self.ledger.feed(kind, header, lambda: _body(body_bytes))
-        if kind == "chat.started":
+        if kind in ("chat.started", "chat.turn"):  # which character a session talks to
             with contextlib.suppress(ValueError, KeyError, TypeError):
-                started = msgpack.unpackb(body_bytes)
-                self._session_info(str(started["session"]))[1] = str(started.get("character", ""))
+                b = msgpack.unpackb(body_bytes)
+                self._session_info(str(b.get("session") or session))[1] = str(b["character"])
         ts = float(header["ts"])
         if session:
             info = self._session_info(session)

@@ -97,8 +97,10 @@ class Ledger:
             self._inputs[header["id"]] = (ts, str(body().get("source", "ws")))
             if len(self._inputs) > self._max:
                 self._inputs.popitem(last=False)
-        elif kind == "chat.accepted":
+        elif kind in ("chat.accepted", "chat.turn") and (session, int(header.get("turn", 0))) not in self.turns:
+            # both follow the persisted user message (their parent), in either order
             self._start(session, int(header.get("turn", 0)), header.get("parent"), ts)
+            self._hop(kind, session, int(header.get("turn", 0)), ts, body)
         else:
             self._hop(kind, session, int(header.get("turn", 0)), ts, body)
 
@@ -106,7 +108,7 @@ class Ledger:
         received, source = self._inputs.pop(parent or "", (ts, "ws"))
         speech = self._speech.pop(session, {}) if source == "voice" else {}
         zero = speech.get("vad_end", received)
-        t = Turn(session, turn, zero, source, {**speech, "user_input": received, "accepted": ts})
+        t = Turn(session, turn, zero, source, {**speech, "user_input": received})
         key = (session, turn)
         self.turns[key] = t
         self.dirty.add(key)
@@ -121,9 +123,11 @@ class Ledger:
         if kind in _FIRST_OF:
             name = _FIRST_OF[kind]
         elif kind == "telemetry.mark":
-            name = str(body().get("name", ""))
+            mark = body()
+            name = str(mark.get("name", ""))
             if name not in HOPS:
                 return
+            ts = float(mark.get("at") or ts)
         elif kind == "chat.turn":
             t.character = str(body().get("character", ""))
             self.dirty.add((session, turn))

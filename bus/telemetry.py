@@ -13,6 +13,8 @@ class Mark(Message):
 
     name: str
     """``first_frame_sent`` or ``playback_started`` (reported by the browser)."""
+    at: float = 0.0
+    """When it happened (unix seconds), if earlier than the message; 0: the header's ``ts``."""
 
 
 @message("telemetry.metrics")

@@ -227,7 +227,7 @@ class Hub:
         if len(self._marked) > RECENT_REPLIES:
             self._marked.pop(next(iter(self._marked)))
         task = asyncio.get_running_loop().create_task(
-            self.conn.publish(Mark("first_frame_sent"), session=session, turn=turn)
+            self.conn.publish(Mark("first_frame_sent", time.time()), session=session, turn=turn)
         )
         self._marks.add(task)
         task.add_done_callback(self._marks.discard)

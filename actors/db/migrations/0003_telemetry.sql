@@ -33,9 +33,9 @@ CREATE TABLE telemetry_turns (
     source      TEXT,                           -- ws | rest | voice
     started_at  DOUBLE PRECISION NOT NULL,      -- the ledger's zero: input received (or end of speech)
     hops        JSONB NOT NULL DEFAULT '{}'::jsonb,  -- name -> ms after started_at
-    ttft_ms     REAL,                           -- first LLM token
-    ttfa_ms     REAL,                           -- first audio out of the edge
-    total_ms    REAL,                           -- reply complete
+    ttft_ms     DOUBLE PRECISION,                          -- first LLM token
+    ttfa_ms     DOUBLE PRECISION,                          -- first audio out of the edge
+    total_ms    DOUBLE PRECISION,                          -- reply complete
     interrupted BOOLEAN NOT NULL DEFAULT false,
     PRIMARY KEY (session_id, turn)
 );
