@@ -21,7 +21,7 @@ import msgpack
 
 from actors.actor import Actor
 from actors.db.pg import connect, migrate, start_embedded
-from brain.ledger import BODY_NEEDED, Ledger
+from brain.ledger import Ledger
 from bus import Connection, Endpoints, Envelope
 from bus.system import Error
 from bus.tap import jsonable
@@ -33,7 +33,8 @@ BATCH = 20_000
 METRICS_EVERY = 1.0
 ACTIVE_WINDOW = 300.0
 KNOWN_SESSIONS = 50_000
-COLUMNS = ("id", "ts", "session_id", "turn", "type", "src", "parent", "body", "extra_bytes")
+COLUMNS = ("ts", "session_id", "type", "header", "body", "extra_bytes")
+LEDGER_PREFIXES = ("chat.", "voice.", "telemetry.")
 NOT_STORED = frozenset({"sys.heartbeat", "sys.probe", "telemetry.metrics"})  # counted, not stored
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError, TimeoutError)
 
@@ -61,12 +62,12 @@ class TelemetrySink(Actor):
         await migrate(self._pool)
         self.buffer: deque[tuple[Any, ...]] = deque()
         self.stats = {"buffered": 0, "written": 0, "overflow": 0, "db_up": 1, "flush_failures": 0, "undecodable": 0}
-        self.counts: Counter[str] = Counter()
+        self.counts: dict[str, int] = {}
         self.processes: dict[str, dict[str, int]] = {}
         self.restarts: Counter[str] = Counter()
         self.ledger = Ledger()
         self._sessions: OrderedDict[str, list[Any]] = OrderedDict()  # session -> [kind, character, last_seen]
-        self._pending: dict[str, list[Any]] = {}  # session -> [first, last, events, turns] since the last flush
+        self._pending: dict[str, list[Any]] = {}  # session -> [first, last, events] since the last flush
         self._wake = asyncio.Event()
         self._tap = Connection(Endpoints(cfg.bus), "telemetry-tap")
         await self._tap.start(raw=self._on_frames, subscribe=[""])
@@ -85,51 +86,60 @@ class TelemetrySink(Actor):
     # -- the firehose -----------------------------------------------------------------------
 
     def _on_frames(self, frames: list[bytes]) -> None:
-        try:
-            header = msgpack.unpackb(frames[1])
-            kind = header["type"]
-            session = header["session"]
-        except (ValueError, KeyError, TypeError, IndexError, msgpack.ExtraData):
+        """The hot path: the topic says type and session; the header is decoded only for the
+        messages the ledger and the counters need, and stored as it came."""
+        kind_b, sep, session_b = frames[0].partition(b"|")
+        if not sep or len(frames) < 3:
             self.stats["undecodable"] += 1
             return
-        self.counts[kind] += 1
-        body_bytes = bytes(frames[2])
-        if kind in NOT_STORED:
-            if kind == "sys.heartbeat":
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    body = msgpack.unpackb(body_bytes)
-                    self.processes[str(body["name"])] = dict(body.get("stats") or {})
+        kind = kind_b.decode(errors="replace")
+        counts = self.counts
+        counts[kind] = counts.get(kind, 0) + 1
+        inspect = kind in NOT_STORED or kind == "sys.process" or kind.startswith(LEDGER_PREFIXES)
+        if inspect and not self._inspect(kind, frames):
             return
-        if kind == "sys.process":
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                body = msgpack.unpackb(body_bytes)
-                if body.get("event") == "restarting":
-                    self.restarts[str(body["name"])] += 1
-        if kind in BODY_NEEDED or kind.startswith(("chat.", "voice.", "telemetry.")):
-            self.ledger.feed(kind, header, lambda: _body(body_bytes))
-        if kind in ("chat.started", "chat.turn"):  # which character a session talks to
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                b = msgpack.unpackb(body_bytes)
-                self._session_info(str(b.get("session") or session))[1] = str(b["character"])
-        ts = float(header["ts"])
+        session = session_b.decode(errors="replace")
+        now = time.time()
         if session:
-            info = self._session_info(session)
-            info[2] = time.time()
             agg = self._pending.get(session)
             if agg is None:
-                self._pending[session] = [ts, ts, 1, int(header.get("turn", 0))]
+                self._pending[session] = [now, now, 1]
+                if session not in self._sessions:
+                    self._session_info(session)
             else:
-                agg[1] = max(agg[1], ts)
+                agg[1] = now
                 agg[2] += 1
-                agg[3] = max(agg[3], int(header.get("turn", 0)))
         if len(self.buffer) >= self.bound:
             self.stats["overflow"] += 1
             return
-        extra = sum(len(f) for f in frames[3:])
-        self.buffer.append((header["id"], ts, session, int(header.get("turn", 0)), kind, header.get("src", ""),
-                            header.get("parent"), body_bytes, extra))  # fmt: skip
+        self.buffer.append(
+            (now, session, kind, frames[1], frames[2], sum(map(len, frames[3:])) if len(frames) > 3 else 0)
+        )
         if len(self.buffer) >= BATCH:
             self._wake.set()
+
+    def _inspect(self, kind: str, frames: list[bytes]) -> bool:
+        """Read what the ledger and the counters need; False: count it, do not store it."""
+        try:
+            header = msgpack.unpackb(frames[1])
+            if kind == "sys.heartbeat":
+                body = msgpack.unpackb(frames[2])
+                self.processes[str(body["name"])] = dict(body.get("stats") or {})
+            elif kind == "sys.process":
+                body = msgpack.unpackb(frames[2])
+                if body.get("event") == "restarting":
+                    self.restarts[str(body["name"])] += 1
+            elif kind in ("chat.started", "chat.turn"):  # which character a session talks to
+                b = msgpack.unpackb(frames[2])
+                self._session_info(str(b.get("session") or header["session"]))[1] = str(b["character"])
+        except (ValueError, KeyError, TypeError, msgpack.ExtraData):
+            self.stats["undecodable"] += 1
+            return False
+        if kind in NOT_STORED:
+            return False
+        raw = frames[2]
+        self.ledger.feed(kind, header, lambda: _body(raw))
+        return True
 
     def _session_info(self, session: str) -> list[Any]:
         info = self._sessions.get(session)
@@ -203,7 +213,6 @@ class TelemetrySink(Actor):
         else:
             mine[0], mine[1] = min(mine[0], agg[0]), max(mine[1], agg[1])
             mine[2] += agg[2]
-            mine[3] = max(mine[3], agg[3])
 
     async def _upsert_sessions(self, conn: asyncpg.Connection, pending: dict[str, list[Any]]) -> None:
         ids = list(pending)
@@ -218,7 +227,7 @@ class TelemetrySink(Actor):
             " events = telemetry_sessions.events + EXCLUDED.events,"
             " turns = greatest(telemetry_sessions.turns, EXCLUDED.turns)",
             ids, [i[0] for i in info], [i[1] or None for i in info], [pending[s][0] for s in ids],
-            [pending[s][1] for s in ids], [pending[s][2] for s in ids], [pending[s][3] for s in ids],
+            [pending[s][1] for s in ids], [pending[s][2] for s in ids], [self.ledger.last_turn.get(s, 0) for s in ids],
         )  # fmt: skip
 
     # -- metrics ----------------------------------------------------------------------------
@@ -228,6 +237,10 @@ class TelemetrySink(Actor):
             await asyncio.sleep(METRICS_EVERY)
             self.stats["buffered"] = len(self.buffer)
             now = time.time()
+            for session, agg in self._pending.items():
+                info = self._sessions.get(session)
+                if info is not None:
+                    info[2] = agg[1]
             active = sum(1 for info in self._sessions.values() if info[0] == "chat" and now - info[2] < ACTIVE_WINDOW)
             histograms = {k: h.snapshot() for k, h in self.ledger.histograms.items()}
             await self.bus.publish(MetricsSnapshot(dict(self.counts), dict(self.processes), dict(self.restarts),
@@ -267,7 +280,7 @@ class TelemetrySink(Actor):
         if row is None:
             return SessionDetail(False)
         events = await self._pool.fetch(
-            "SELECT * FROM (SELECT id, ts, turn, type, src, parent, body, extra_bytes FROM telemetry_events"
+            "SELECT * FROM (SELECT ts, type, header, body, extra_bytes FROM telemetry_events"
             " WHERE session_id = $1 ORDER BY ts DESC LIMIT $2) e ORDER BY ts",
             session, limit,
         )  # fmt: skip
@@ -276,8 +289,7 @@ class TelemetrySink(Actor):
             " FROM telemetry_turns WHERE session_id = $1 ORDER BY turn",
             session,
         )
-        shown = tuple({**{k: v for k, v in dict(e).items() if k != "body"}, "body": _shown(e["body"])} for e in events)
-        return SessionDetail(True, dict(row), shown, tuple(dict(t) for t in turns))
+        return SessionDetail(True, dict(row), tuple(_event(e) for e in events), tuple(dict(t) for t in turns))
 
 
 def _body(raw: bytes) -> dict[str, Any]:
@@ -286,6 +298,13 @@ def _body(raw: bytes) -> dict[str, Any]:
     except (ValueError, msgpack.ExtraData):
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _event(row: asyncpg.Record) -> dict[str, Any]:
+    header = _body(row["header"])
+    return {"id": header.get("id", ""), "ts": row["ts"], "sent": header.get("ts"), "turn": header.get("turn", 0),
+            "type": row["type"], "src": header.get("src", ""), "parent": header.get("parent"),
+            "body": _shown(row["body"]), "extra_bytes": row["extra_bytes"]}  # fmt: skip
 
 
 def _shown(raw: bytes) -> Any:

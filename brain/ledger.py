@@ -79,6 +79,8 @@ class Ledger:
         self._inputs: OrderedDict[str, tuple[float, str]] = OrderedDict()  # user_text id -> (ts, source)
         self._speech: dict[str, dict[str, float]] = {}  # session -> hops of an utterance not yet a turn
         self.histograms = {"ttft_ms": Histogram(), "ttfa_ms": Histogram(), "total_ms": Histogram()}
+        self.last_turn: OrderedDict[str, int] = OrderedDict()
+        """Session -> its latest turn."""
 
     def feed(self, kind: str, header: dict[str, Any], body: Callable[[], dict[str, Any]]) -> None:
         """One bus message; ``body()`` decodes its body (called only for :data:`BODY_NEEDED` types)."""
@@ -111,6 +113,10 @@ class Ledger:
         t = Turn(session, turn, zero, source, {**speech, "user_input": received})
         key = (session, turn)
         self.turns[key] = t
+        self.last_turn[session] = max(turn, self.last_turn.get(session, 0))
+        self.last_turn.move_to_end(session)
+        if len(self.last_turn) > self._max:
+            self.last_turn.popitem(last=False)
         self.dirty.add(key)
         while len(self.turns) > self._max:
             old, _ = self.turns.popitem(last=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import msgpack
 from prometheus_client.parser import text_string_to_metric_families
 
 from bus.telemetry import MetricsSnapshot
@@ -68,7 +69,8 @@ async def test_a_chat_turn_is_recorded_with_its_latency_ledger(chat: ChatSystem)
     assert listing["latency"]["ttft_ms"]["n"] >= 1 and listing["latency"]["ttft_ms"]["p50"] > 0
 
     conn = await asyncpg.connect(chat.database_url)
-    ids = [r["id"] for r in await conn.fetch("SELECT id FROM telemetry_events WHERE session_id = $1", session)]
+    rows = await conn.fetch("SELECT header FROM telemetry_events WHERE session_id = $1", session)
+    ids = [msgpack.unpackb(r["header"])["id"] for r in rows]
     await conn.close()
     assert len(ids) == len(set(ids)) == len(detail["events"])  # each message once
 

@@ -1,6 +1,6 @@
 -- Telemetry (seeds/000): sessions and events as the bus carried them, and a latency
--- ledger per turn. Events are written in batches with COPY; bodies are kept as the
--- msgpack the bus carried (decoded when read), payload frames only by size.
+-- ledger per turn. Events are written in batches with COPY; headers and bodies are kept
+-- as the msgpack the bus carried (decoded when read), payload frames only by size.
 CREATE TABLE telemetry_sessions (
     session_id  TEXT PRIMARY KEY,
     kind        TEXT NOT NULL DEFAULT 'chat',   -- chat | task | system
@@ -13,15 +13,12 @@ CREATE TABLE telemetry_sessions (
 CREATE INDEX telemetry_sessions_recent ON telemetry_sessions (last_seen DESC);
 
 CREATE TABLE telemetry_events (
-    id          TEXT NOT NULL,
-    ts          DOUBLE PRECISION NOT NULL,
+    ts          DOUBLE PRECISION NOT NULL,      -- when the sink received it (unix seconds)
     session_id  TEXT NOT NULL,
-    turn        INTEGER NOT NULL,
     type        TEXT NOT NULL,
-    src         TEXT NOT NULL,
-    parent      TEXT,
-    body        BYTEA NOT NULL,
-    extra_bytes INTEGER NOT NULL DEFAULT 0
+    header      BYTEA NOT NULL,                 -- msgpack, as on the bus: id, turn, parent, src, ts, mono…
+    body        BYTEA NOT NULL,                 -- msgpack, as on the bus
+    extra_bytes INTEGER NOT NULL DEFAULT 0      -- payload frames (audio), by size only
 );
 CREATE INDEX telemetry_events_session ON telemetry_events (session_id, ts);
 
