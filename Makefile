@@ -48,6 +48,7 @@ bench: $(STAMP) $(MCP_FS)
 	$(PY) bench/chat.py
 	$(PY) bench/voice.py
 	$(PY) bench/tasks.py
+	$(PY) bench/telemetry.py
 
 clean:
 	rm -rf $(VENV) .mcp .greenroom .mypy_cache .ruff_cache .pytest_cache
