@@ -30,7 +30,6 @@ from config.settings import settings
 
 FLUSH_EVERY = 0.1
 BATCH = 20_000
-METRICS_EVERY = 1.0
 ACTIVE_WINDOW = 300.0
 KNOWN_SESSIONS = 50_000
 COLUMNS = ("ts", "session_id", "type", "header", "body", "extra_bytes")
@@ -52,6 +51,7 @@ class TelemetrySink(Actor):
     async def on_start(self) -> None:
         cfg = settings()
         self.bound = cfg.telemetry_buffer
+        self._every = cfg.telemetry_metrics_every
         url = cfg.database_url
         self._pg_handle: object = None
         if url is None:
@@ -234,7 +234,7 @@ class TelemetrySink(Actor):
 
     async def _publisher(self) -> None:
         while True:
-            await asyncio.sleep(METRICS_EVERY)
+            await asyncio.sleep(self._every)
             self.stats["buffered"] = len(self.buffer)
             now = time.time()
             for session, agg in self._pending.items():

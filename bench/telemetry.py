@@ -6,7 +6,7 @@ actor telemetry``), as deployed. For each rate in ``--rates``, this process publ
 small events (``diag.ping``, 100 sessions, pre-encoded so the publisher is not the limit)
 at that rate for ``--seconds``, waits until the sink says every one is written, and counts
 them in the database. A rate is sustained when all are stored (loss anywhere — publisher,
-broker, sink buffer — shows as a shortfall) within 1.5 s of the last one sent.
+broker, sink buffer — shows as a shortfall) within 0.5 s of the last one sent.
 
 Baseline, same run, same database: ``asyncpg.copy_records_to_table`` of N rows shaped
 like the sink's (time, session, type, the msgpack header and body as the bus carries them,
@@ -46,6 +46,7 @@ from bus.system import Ping  # noqa: E402
 from bus.telemetry import MetricsSnapshot  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+KEPT_UP_S = 0.5  # all written within this long after the last one was sent (snapshots come every 0.1 s)
 
 
 async def sink_round(endpoints: Endpoints, url: str, rate: int, seconds: float, tag: str) -> dict[str, Any]:
@@ -80,7 +81,7 @@ async def sink_round(endpoints: Endpoints, url: str, rate: int, seconds: float, 
     while snaps[-1][1].sink["written"] - written0 < n and time.perf_counter() - t0 < seconds + 60:
         changed.clear()
         await changed.wait()
-    done = snaps[-1][0] - t0  # at most one snapshot period (1 s) after the last batch was written
+    done = snaps[-1][0] - t0  # at most one snapshot period (0.1 s) after the last batch was written
     snap = snaps[-1][1]
     drops = {k: v for k, v in pub.stats.items() if k.startswith("dropped") and v}
     await pub.close()
@@ -91,7 +92,7 @@ async def sink_round(endpoints: Endpoints, url: str, rate: int, seconds: float, 
     )
     await conn.close()
     return {"rate": rate, "events": n, "publish_s": sent, "all_written_within_s": done, "stored": stored,
-            "lost": n - stored, "kept_up": n == stored and done <= sent + 1.5, "overflow": snap.sink["overflow"],
+            "lost": n - stored, "kept_up": n == stored and done <= sent + KEPT_UP_S, "overflow": snap.sink["overflow"],
             "publisher_drops": drops, "throughput_per_s": stored / done if n == stored else 0.0}  # fmt: skip
 
 
@@ -118,7 +119,7 @@ async def copy_round(url: str, n: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", type=int, nargs="+", default=[25_000, 50_000, 75_000, 100_000])
+    parser.add_argument("--rates", type=int, nargs="+", default=[50_000, 75_000, 100_000, 125_000, 150_000])
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="grtl-", dir="/tmp"))
@@ -132,7 +133,8 @@ def main() -> None:
     asyncio.run(prepare())
     endpoints = Endpoints(f"ipc://{tmp}/bus")
     env = {**os.environ, "GREENROOM_BUS": endpoints.events_out, "DATABASE_URL": url, "GREENROOM_DATA_DIR": str(tmp),
-           "GREENROOM_LOG_LEVEL": "warning", "GREENROOM_LOG_FORMAT": "json"}  # fmt: skip
+           "GREENROOM_LOG_LEVEL": "warning", "GREENROOM_LOG_FORMAT": "json",
+           "GREENROOM_TELEMETRY_METRICS_EVERY": "0.1"}  # fmt: skip
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "setup": "broker in this process, telemetry sink in its own process (run.py actor telemetry), embedded "
@@ -163,13 +165,12 @@ def main() -> None:
     report["raw_copy_rows_per_s_median"] = sorted(r["raw_copy"]["rows_per_s"] for r in report["rounds"])[
         len(report["rounds"]) // 2
     ]
-    report["ratio"] = report["best_lossless_throughput_per_s"] / report["raw_copy_rows_per_s_median"]
+    report["ratio"] = report["sustained_events_per_s"] / report["raw_copy_rows_per_s_median"]
     report["targets"] = ">= 50,000 events/s into PostgreSQL with zero loss, and >= 0.5x raw COPY"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "telemetry.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"sustained (paced, zero loss, kept up): {report['sustained_events_per_s']:,} events/s; best lossless"
-          f" throughput {report['best_lossless_throughput_per_s']:,.0f} events/s = {report['ratio']:.2f}x raw COPY"
-          f" (median {report['raw_copy_rows_per_s_median']:,.0f} rows/s)")  # fmt: skip
+    print(f"sustained (paced, zero loss, kept up): {report['sustained_events_per_s']:,} events/s ="
+          f" {report['ratio']:.2f}x raw COPY (median {report['raw_copy_rows_per_s_median']:,.0f} rows/s)")  # fmt: skip
     print(f"written to {RESULTS / 'telemetry.json'}")
 
 

@@ -113,6 +113,8 @@ class Settings:
     telemetry_buffer: int = 200_000
     """GREENROOM_TELEMETRY_BUFFER: bus messages the telemetry sink holds while PostgreSQL is
     away; beyond it new ones are counted as overflow (``/metrics``) and not stored."""
+    telemetry_metrics_every: float = 1.0
+    """GREENROOM_TELEMETRY_METRICS_EVERY: seconds between the sink's counter snapshots."""
     analytics_url: str | None = None
     """GREENROOM_ANALYTICS_URL: how analytics queries log in; None: the database URL as the
     read-only role ``greenroom_reader``."""
@@ -188,6 +190,9 @@ def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None
         sse_keepalive=_positive(pick("sse_keepalive", "GREENROOM_SSE_KEEPALIVE", 15.0), "sse_keepalive"),
         api_tokens=_tokens(env.get("GREENROOM_API_TOKENS", "")),
         analytics_url=env.get("GREENROOM_ANALYTICS_URL") or doc.get("analytics_url") or None,
+        telemetry_metrics_every=_positive(
+            pick("telemetry_metrics_every", "GREENROOM_TELEMETRY_METRICS_EVERY", 1.0), "telemetry_metrics_every"
+        ),
         telemetry_buffer=_count(pick("telemetry_buffer", "GREENROOM_TELEMETRY_BUFFER", 200_000), "telemetry_buffer"),
     )
 
