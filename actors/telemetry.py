@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import Counter, OrderedDict, deque
 from typing import Any
@@ -31,6 +32,7 @@ from config.settings import settings
 FLUSH_EVERY = 0.1
 BATCH = 20_000
 ACTIVE_WINDOW = 300.0
+TRACE_AFTER = 2.0
 KNOWN_SESSIONS = 50_000
 COLUMNS = ("ts", "session_id", "type", "header", "body", "extra_bytes")
 LEDGER_PREFIXES = ("chat.", "voice.", "telemetry.")
@@ -69,6 +71,12 @@ class TelemetrySink(Actor):
         self._sessions: OrderedDict[str, list[Any]] = OrderedDict()  # session -> [kind, character, last_seen]
         self._pending: dict[str, list[Any]] = {}  # session -> [first, last, events] since the last flush
         self._wake = asyncio.Event()
+        self._tracer: Any = None
+        self._traced: set[tuple[str, int]] = set()
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            from actors.otel import TurnTracer
+
+            self._tracer = TurnTracer()
         self._tap = Connection(Endpoints(cfg.bus), "telemetry-tap")
         await self._tap.start(raw=self._on_frames, subscribe=[""])
         self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._publisher())]
@@ -82,6 +90,8 @@ class TelemetrySink(Actor):
         with contextlib.suppress(*_DB_ERRORS):
             await asyncio.wait_for(self._flush(), 5.0)  # what is buffered, if the database is there
         await self._pool.close()
+        if self._tracer is not None:
+            await asyncio.to_thread(self._tracer.close)
 
     # -- the firehose -----------------------------------------------------------------------
 
@@ -243,8 +253,21 @@ class TelemetrySink(Actor):
                     info[2] = agg[1]
             active = sum(1 for info in self._sessions.values() if info[0] == "chat" and now - info[2] < ACTIVE_WINDOW)
             histograms = {k: h.snapshot() for k, h in self.ledger.histograms.items()}
+            if self._tracer is not None:
+                self._export_turns(now)
             await self.bus.publish(MetricsSnapshot(dict(self.counts), dict(self.processes), dict(self.restarts),
                                                    active, histograms, dict(self.stats)))  # fmt: skip
+
+    def _export_turns(self, now: float) -> None:
+        """Turns whose reply ended ``TRACE_AFTER`` s ago (late hops — audio, playback — are in by then)."""
+        if len(self._traced) > len(self.ledger.turns) + 1000:
+            self._traced &= set(self.ledger.turns)  # forget turns the ledger forgot
+        for key, turn in list(self.ledger.turns.items()):
+            end = turn.hops.get("reply_end")
+            if key in self._traced or end is None or now - end < TRACE_AFTER:
+                continue
+            self._traced.add(key)
+            self._tracer.export(turn)
 
     # -- queries ----------------------------------------------------------------------------
 
