@@ -10,12 +10,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
 
-from actors.db.pg import start_embedded
+from actors.db.pg import Database
 from actors.db.task_store import DEMO_TABLES, connect_reader, reader_url
 from actors.llm import LLMError, complete
 from actors.mcp_tools import Toolbox, ToolError
@@ -51,12 +50,9 @@ class Executor(TaskWorker):
 
     async def on_start(self) -> None:
         await super().on_start()
-        url = self.cfg.database_url
-        self._pg_handle: object = None
-        if url is None:
-            self._pg_handle, url = await asyncio.to_thread(start_embedded, self.cfg.data_dir)
-        assert url is not None
-        self._reader = await connect_reader(self.cfg.analytics_url or reader_url(url), self.cfg.tool_timeout)
+        self._db = Database()
+        url = self.cfg.analytics_url or reader_url(await self._db.locate(self.cfg.database_url, self.cfg.data_dir))
+        self._reader = await connect_reader(url, self.cfg.tool_timeout)
         self._schema = ""
         self.toolbox = Toolbox(self.cfg.mcp_servers)
         await self.toolbox.start()

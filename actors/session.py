@@ -7,14 +7,13 @@ as they were seen, marked interrupted when they were cut off.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors.actor import Actor
 from actors.db.chat_store import ChatStore
-from actors.db.pg import connect, migrate, start_embedded
+from actors.db.pg import Database
 from bus import Envelope
 from bus.chat import (
     Accepted,
@@ -65,13 +64,8 @@ class SessionManager(Actor):
 
     async def on_start(self) -> None:
         cfg = settings()
-        url = cfg.database_url
-        self._pg_handle: object = None
-        if url is None:
-            self._pg_handle, url = await asyncio.to_thread(start_embedded, cfg.data_dir)
-        assert url is not None
-        self._pool = await connect(url, sync_commit=cfg.db_sync_commit)
-        await migrate(self._pool)
+        self._db = Database()
+        self._pool = await self._db.open(cfg.database_url, cfg.data_dir, sync_commit=cfg.db_sync_commit)
         self.store = ChatStore(self._pool)
         self.cards = load_cards()
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.actor import Actor
-from actors.db.pg import connect, migrate, start_embedded
+from actors.db.pg import Database
 from actors.db.task_store import TaskRow, TaskStore
 from brain.tasks import TERMINAL, step_event
 from bus import REGISTRY, Envelope, Message
@@ -81,13 +81,8 @@ class TaskManager(Actor):
 
     async def on_start(self) -> None:
         cfg = self.cfg = settings()
-        url = cfg.database_url
-        self._pg_handle: object = None
-        if url is None:
-            self._pg_handle, url = await asyncio.to_thread(start_embedded, cfg.data_dir)
-        assert url is not None
-        self._pool = await connect(url, sync_commit=cfg.db_sync_commit)
-        await migrate(self._pool)
+        self._db = Database()
+        self._pool = await self._db.open(cfg.database_url, cfg.data_dir, sync_commit=cfg.db_sync_commit)
         self.store = TaskStore(self._pool)
         self.live: OrderedDict[str, Live] = OrderedDict()
         self.beats: dict[int, float] = {}

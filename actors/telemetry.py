@@ -21,7 +21,7 @@ import asyncpg
 import msgpack
 
 from actors.actor import Actor
-from actors.db.pg import connect, migrate, start_embedded
+from actors.db.pg import Database
 from brain.ledger import Ledger
 from bus import Connection, Endpoints, Envelope
 from bus.system import Error
@@ -54,14 +54,8 @@ class TelemetrySink(Actor):
         cfg = settings()
         self.bound = cfg.telemetry_buffer
         self._every = cfg.telemetry_metrics_every
-        url = cfg.database_url
-        self._pg_handle: object = None
-        if url is None:
-            self._pg_handle, url = await asyncio.to_thread(start_embedded, cfg.data_dir)
-        assert url is not None
-        self._url = url
-        self._pool: asyncpg.Pool = await connect(url, max_size=4)
-        await migrate(self._pool)
+        self._db = Database()
+        self._pool = await self._db.open(cfg.database_url, cfg.data_dir, max_size=4)
         self.buffer: deque[tuple[Any, ...]] = deque()
         self.stats = {"buffered": 0, "written": 0, "overflow": 0, "db_up": 1, "flush_failures": 0, "undecodable": 0}
         self.counts: dict[str, int] = {}

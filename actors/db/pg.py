@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -53,6 +54,31 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class Database:
+    """Where an actor's data lives: the URL (DATABASE_URL, or the embedded server, which this
+    object keeps running while it lives) and, once :meth:`open` ran, a migrated pool."""
+
+    def __init__(self) -> None:
+        self._handle: Any = None
+        self.url = ""
+        self.pool: asyncpg.Pool | None = None
+
+    async def locate(self, configured: str | None, data_dir: Path) -> str:
+        if configured:
+            self.url = configured
+        else:
+            self._handle, self.url = await asyncio.to_thread(start_embedded, data_dir)
+        return self.url
+
+    async def open(self, configured: str | None, data_dir: Path, *, max_size: int = 10,
+                   sync_commit: bool = True) -> asyncpg.Pool:  # fmt: skip
+        """Locate, connect, apply the migrations; the pool."""
+        pool = await connect(await self.locate(configured, data_dir), max_size=max_size, sync_commit=sync_commit)
+        await migrate(pool)
+        self.pool = pool
+        return pool
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -6,11 +6,11 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from bench.common import free_port
 from config.settings import ROOT
+from tests.helpers import read_until
 from tests.tasks.conftest import TaskSystem, plan
 
 
@@ -19,19 +19,20 @@ async def calc_url() -> AsyncIterator[str]:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.fakes.mcp_calc_server", str(port), cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/mcp"
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):  # until it listens (an MCP GET without a session is a 4xx: fine)
-            try:
-                async with http.get(url):
-                    break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-    yield url
+    await read_until(proc.stderr, "Uvicorn running", timeout=20)  # it listens
+    drain = asyncio.create_task(_drain(proc.stderr))  # its access log must not fill the pipe
+    yield f"http://127.0.0.1:{port}/mcp"
+    drain.cancel()
     proc.terminate()
     await proc.wait()
+
+
+async def _drain(stream: asyncio.StreamReader | None) -> None:
+    assert stream is not None
+    while await stream.readline():
+        pass
 
 
 @pytest.fixture
