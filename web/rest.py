@@ -16,8 +16,10 @@ REPLY_TIMEOUT = 120.0
 ASK_TIMEOUT = 10.0
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
+def error(status: int, code: str, message: str) -> web.Response:
+    """The JSON error every HTTP endpoint answers with: ``{"error": {"code", "message"}}``."""
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
 
 
 async def characters(request: web.Request) -> web.Response:
@@ -29,33 +31,33 @@ async def chat_message(request: web.Request) -> web.Response:
     try:
         payload = await request.json()
     except ValueError:
-        return _error(400, "bad_json", "the body must be JSON")
+        return error(400, "bad_json", "the body must be JSON")
     if not isinstance(payload, dict):
-        return _error(400, "bad_request", "the body must be a JSON object")
+        return error(400, "bad_request", "the body must be a JSON object")
     character, text, session = payload.get("character"), payload.get("text"), payload.get("session_id")
     if not isinstance(character, str) or character not in request.app[CARDS]:
-        return _error(404 if isinstance(character, str) else 400, "unknown_character", f"no character {character!r}")
+        return error(404 if isinstance(character, str) else 400, "unknown_character", f"no character {character!r}")
     if not isinstance(text, str) or not text.strip():
-        return _error(400, "bad_text", "'text' must be non-empty text")
+        return error(400, "bad_text", "'text' must be non-empty text")
     if len(text) > MAX_USER_TEXT:
-        return _error(413, "too_large", f"text of {len(text)} characters; the limit is {MAX_USER_TEXT}")
+        return error(413, "too_large", f"text of {len(text)} characters; the limit is {MAX_USER_TEXT}")
     if session is not None and not isinstance(session, str):
-        return _error(400, "bad_session", "'session_id' must be a string")
+        return error(400, "bad_session", "'session_id' must be a string")
     conn, hub = request.app[CONN], request.app[HUB]
     try:
         if not session:
             started = await conn.ask(StartSession(character, True), reply=(SessionStarted, Error), timeout=ASK_TIMEOUT)
             if not isinstance(started.body, SessionStarted):
-                return _error(503, "session_unavailable", started.body.message)
+                return error(503, "session_unavailable", started.body.message)
             session = started.body.session
         accepted = await conn.ask(
             UserText(text, "rest", new_id()), reply=(Accepted, Error), session=session, timeout=ASK_TIMEOUT
         )
         if not isinstance(accepted.body, Accepted):
-            return _error(404, accepted.body.code, accepted.body.message)
+            return error(404, accepted.body.code, accepted.body.message)
         reply = await hub.reply_for(session, accepted.body.turn, REPLY_TIMEOUT)
     except (TimeoutError, BusError):
-        return _error(503, "unavailable", "the chat service did not answer in time")
+        return error(503, "unavailable", "the chat service did not answer in time")
     body = reply.body
     result: dict[str, Any] = {
         "session_id": session,
@@ -74,13 +76,13 @@ async def session_messages(request: web.Request) -> web.Response:
     try:
         limit = int(request.query.get("limit", "200"))
     except ValueError:
-        return _error(400, "bad_limit", "limit must be a number")
+        return error(400, "bad_limit", "limit must be a number")
     try:
         reply = await request.app[CONN].ask(HistoryRequest(limit), reply=History, session=session, timeout=ASK_TIMEOUT)
     except (TimeoutError, BusError):
-        return _error(503, "unavailable", "the session service did not answer in time")
+        return error(503, "unavailable", "the session service did not answer in time")
     if not reply.body.found:
-        return _error(404, "no_session", f"no session {session!r}")
+        return error(404, "no_session", f"no session {session!r}")
     return web.json_response(
         {"session_id": session, "character": reply.body.character, "messages": list(reply.body.messages)}
     )

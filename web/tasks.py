@@ -21,15 +21,12 @@ from bus.system import Error
 from bus.tasks import CancelTask, GetTask, ReplayRequest, SubmitTask, TaskAccepted, TaskEvents, TaskInfo
 from web.hub import RESYNC
 from web.keys import CONN, HUB, SETTINGS
+from web.rest import error as _error
 
 MAX_QUERY = 4000
 MAX_USER = 200
 ASK_TIMEOUT = 10.0
 RETRY_MS = 3000
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 class _Denied(Exception):

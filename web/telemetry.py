@@ -25,15 +25,12 @@ from bus.system import Error
 from bus.tap import Tap, TapFilter, jsonable
 from bus.telemetry import SessionDetail, SessionRequest, Sessions, SessionsRequest
 from web.keys import CONN, HUB, SETTINGS, SOCKETS
+from web.rest import error as _error
 
 ASK_TIMEOUT = 10.0
 TAP_QUEUE = 2000
 BODY_CHARS = 4000
 STALE_METRICS = 10.0
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 async def _ask(request: web.Request, body: Any, reply: type, session: str = "") -> Any:
