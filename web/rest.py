@@ -21,7 +21,6 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
-
 async def characters(request: web.Request) -> web.Response:
     return web.json_response([card.public() for card in request.app[CARDS].values()])
 
