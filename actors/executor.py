@@ -27,10 +27,18 @@ SQL_ATTEMPTS = 3  # model-written queries per task (the first and two correction
 MAX_ROWS = 500
 
 
+EXAMPLE_SQL = (
+    "SELECT to_char(date_trunc('month', ordered_at), 'YYYY-MM') AS month, sum(revenue) AS revenue\n"
+    "FROM orders GROUP BY 1 ORDER BY 1"
+)
+
+
 def sql_messages(query: str, schema: str, problem: str = "", previous: str = "") -> list[dict[str, str]]:
     system = (
         "You write one PostgreSQL SELECT query that answers the user's question. Only these tables exist "
-        f"(schema demo):\n{schema}\nAnswer with the SQL only, in a ```sql block. Read only: no changes."
+        f"(schema demo):\n{schema}\nAnswer with the SQL only, in a ```sql block. Read only: no changes. "
+        "Use PostgreSQL date functions (date_trunc, to_char, extract, now(), interval), not MySQL ones.\n"
+        f"Example, revenue by month:\n```sql\n{EXAMPLE_SQL}\n```"
     )
     messages = [{"role": "system", "content": system}, {"role": "user", "content": query}]
     if problem:

@@ -50,11 +50,12 @@ def step_event(
     info = STEPS.get(step, StepInfo(step.replace("_", " ").capitalize() + "...", "•", "action", None))
     if info.progress is not None and status in ("running", "done", "skipped", "cancelled", "failed"):
         progress = max(progress, info.progress) if step != "end" or status == "done" else progress
+    icon = info.icon if status not in ("failed", "cancelled") else "⏹" if status == "cancelled" else "❌"
     event: dict[str, Any] = {
         "step": step,
         "status": status,
         "message": message or info.message,
-        "icon": info.icon,
+        "icon": icon,
         "progress": progress,
         "category": "error" if status == "failed" else info.category,
     }

@@ -124,3 +124,10 @@ def test_values_from_the_database_become_json_and_tables_plain_words() -> None:
     assert describe_table(["m", "r"], []) == "The query ran but found no matching data."
     text = describe_table(["month", "revenue"], [["2026-09", 10], ["2026-10", 30]])
     assert text == "2 rows. revenue: total 40, highest 30 (2026-10)."
+
+
+def test_failed_and_cancelled_steps_say_so_in_their_icon() -> None:
+    assert step_event("validate_sql", "failed", progress=45)["icon"] == "❌"
+    assert step_event("end", "failed", progress=45)["icon"] == "❌"
+    assert step_event("end", "cancelled", progress=45)["icon"] == "⏹"
+    assert step_event("end", "done", progress=90)["icon"] == "✅"
