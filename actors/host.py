@@ -27,6 +27,7 @@ log = structlog.get_logger("greenroom.host")
 MAX_FLOORS = 100_000
 BACKLOG_HIGH = 4096  # queued messages across lanes before we stop reading events
 BACKLOG_LOW = 1024  # ... and resume
+EARLY_LIMIT = 10_000  # events held while the actors start
 
 
 class Host:
@@ -70,6 +71,7 @@ class Host:
         self._stop_requested = asyncio.Event()
         self._started = time.monotonic()
         self._beat: asyncio.Task[None] | None = None
+        self._early: list[Envelope[Any]] | None = None
         for actor in self.actors:
             for kind in actor.handles:
                 self._by_type.setdefault(self.conn.registry.spec_of(kind).wire, []).append(actor)
@@ -100,9 +102,18 @@ class Host:
         structlog.contextvars.bind_contextvars(process=self.name)
         topics = {type_prefix(w) for w in self._by_type}
         topics |= {type_prefix(self.conn.registry.spec_of(k).wire) for k in (Interrupt, Shutdown)}
-        await self.conn.start(self._route, subscribe=sorted(topics), pull=list(self._by_queue), timeout=timeout)
+        # Events that arrive while the actors start wait for them; work queues are pulled only
+        # once every actor is ready, so no work reaches an actor still starting (or waits on it:
+        # until then, other replicas take it).
+        self._early = []
+        await self.conn.start(self._route, subscribe=sorted(topics), timeout=timeout)
         for actor in self.actors:
             await actor.on_start()
+        early, self._early = self._early, None
+        for env in early:
+            self._route(env, None)
+        for queue in self._by_queue:
+            self.conn.pull(queue)
         settle_heap()
         self._beat = asyncio.create_task(self._beat_loop(), name=f"{self.name}:heartbeat")
         await self.conn.publish(Ready(self.name, os.getpid(), self.actor_names))
@@ -138,6 +149,12 @@ class Host:
 
     def _route(self, env: Envelope[Any], queue: str | None) -> None:
         if self._stopping:
+            return
+        if self._early is not None:  # the actors are still starting
+            if len(self._early) < EARLY_LIMIT:
+                self._early.append(env)
+            else:
+                self.stats["dropped_overflow"] += 1
             return
         if queue is not None:
             self._take_work(env, queue)

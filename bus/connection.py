@@ -382,6 +382,11 @@ class Connection:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         return sock
 
+    def pull(self, queue: str) -> None:
+        """Start taking work from ``queue`` (after :meth:`start`; e.g. once the workers are ready)."""
+        if queue not in self._pullers:
+            self._pull(queue)
+
     def _pull(self, queue: str) -> None:
         sock = self._socket(zmq.PULL)
         sock.setsockopt(zmq.RCVHWM, 16)  # hoard little: leave work for other workers

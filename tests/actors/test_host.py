@@ -308,3 +308,40 @@ async def test_work_for_a_local_actor_skips_the_broker_until_it_is_full(
     finally:
         await near.stop()
         await far.stop()
+
+
+class SlowStarter(Actor):
+    """Takes its time in on_start; any message before it is ready would find it unready."""
+
+    name = "slow"
+    handles = (Work,)
+    queues = ("echo",)
+    release: ClassVar[asyncio.Event]
+
+    async def on_start(self) -> None:
+        await type(self).release.wait()
+        self.ready = True
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        note = "ready" if getattr(self, "ready", False) else "not ready"
+        await self.bus.publish(Done(env.body.n, "queue" if env.body.text == "work" else "event", note), cause=env)
+
+
+async def test_nothing_reaches_an_actor_before_its_on_start_is_done(broker: Endpoints, watcher: Collector) -> None:
+    SlowStarter.release = asyncio.Event()
+    host = Host(broker, [SlowStarter], heartbeat=0.1)
+    starting = asyncio.create_task(host.start())
+    sender = Connection(broker, "sender")
+    await sender.start(lambda env, q: None, subscribe=[])
+    for n in range(3):
+        await sender.publish(Work(n, "event"))
+        await sender.push("echo", Work(n, "work"))
+    await watcher.expect_n(Work, 3)  # the events are out (the work waits in the broker: nobody pulls it yet)
+    assert not any(isinstance(e.body, Done) for e in watcher.seen)
+    SlowStarter.release.set()
+    await starting
+    done = await watcher.expect_n(Done, 6)
+    assert {(d.body.by, d.body.n) for d in done} == {(k, n) for k in ("event", "queue") for n in range(3)}
+    assert all(d.body.note == "ready" for d in done)
+    await sender.close()
+    await host.stop()
