@@ -293,15 +293,20 @@ class TelemetrySink(Actor):
         return Sessions(tuple(dict(r) for r in rows), latency)
 
     async def _detail(self, session: str, limit: int) -> SessionDetail:
-        row = await self._pool.fetchrow("SELECT * FROM telemetry_sessions WHERE session_id = $1", session)
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            return await self._read_detail(conn, session, limit)  # one snapshot: summary and rows agree
+
+    @staticmethod
+    async def _read_detail(conn: asyncpg.Connection, session: str, limit: int) -> SessionDetail:
+        row = await conn.fetchrow("SELECT * FROM telemetry_sessions WHERE session_id = $1", session)
         if row is None:
             return SessionDetail(False)
-        events = await self._pool.fetch(
+        events = await conn.fetch(
             "SELECT * FROM (SELECT ts, type, header, body, extra_bytes FROM telemetry_events"
             " WHERE session_id = $1 ORDER BY ts DESC LIMIT $2) e ORDER BY ts",
             session, limit,
         )  # fmt: skip
-        turns = await self._pool.fetch(
+        turns = await conn.fetch(
             "SELECT turn, character, provider, source, started_at, hops, ttft_ms, ttfa_ms, total_ms, interrupted"
             " FROM telemetry_turns WHERE session_id = $1 ORDER BY turn",
             session,

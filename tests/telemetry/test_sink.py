@@ -72,7 +72,8 @@ async def test_a_chat_turn_is_recorded_with_its_latency_ledger(chat: ChatSystem)
     rows = await conn.fetch("SELECT header FROM telemetry_events WHERE session_id = $1", session)
     ids = [msgpack.unpackb(r["header"])["id"] for r in rows]
     await conn.close()
-    assert len(ids) == len(set(ids)) == len(detail["events"])  # each message once
+    assert len(ids) == len(set(ids))  # each message once (more may have come since the detail was read)
+    assert {e["id"] for e in detail["events"]} <= set(ids)
 
 
 async def test_metrics_parse_as_prometheus_text_and_move_with_traffic(chat: ChatSystem) -> None:
