@@ -301,14 +301,16 @@ class TaskManager(Actor):
     def _keep(self, live: Live) -> Live:
         self.live[live.row.id] = live
         self.live.move_to_end(live.row.id)
-        while len(self.live) > CACHED_TASKS:
-            oldest = next(iter(self.live))
-            if self.live[oldest].open:
-                self.live.move_to_end(oldest)  # open tasks stay; the watchdog needs them
-                if all(v.open for v in self.live.values()):
-                    break
-                continue
-            del self.live[oldest]
+        excess = len(self.live) - CACHED_TASKS
+        if excess > 0:  # forget the oldest finished tasks; open ones stay (the watchdog needs them)
+            gone: list[str] = []
+            for task_id, kept in self.live.items():
+                if not kept.open:
+                    gone.append(task_id)
+                    if len(gone) == excess:
+                        break
+            for task_id in gone:
+                del self.live[task_id]
         return live
 
     async def _live(self, task_id: str) -> Live | None:

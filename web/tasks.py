@@ -107,23 +107,26 @@ async def _info(request: web.Request, body: GetTask | CancelTask, task_id: str) 
     return info
 
 
+async def _own_task(request: web.Request) -> tuple[str, dict[str, Any]]:
+    """The task the request names, once the caller may see it: ``(id, task)``."""
+    user, task_id = _user(request), _task_id(request)
+    info = await _info(request, GetTask(), task_id)
+    assert info.task is not None
+    _owned(user, info.task["user_id"])
+    return task_id, info.task
+
+
 async def get_task(request: web.Request) -> web.Response:
     try:
-        user, task_id = _user(request), _task_id(request)
-        info = await _info(request, GetTask(), task_id)
-        assert info.task is not None
-        _owned(user, info.task["user_id"])
+        _, task = await _own_task(request)
     except _Denied as denied:
         return denied.response
-    return web.json_response(info.task)
+    return web.json_response(task)
 
 
 async def cancel_task(request: web.Request) -> web.Response:
     try:
-        user, task_id = _user(request), _task_id(request)
-        info = await _info(request, GetTask(), task_id)
-        assert info.task is not None
-        _owned(user, info.task["user_id"])
+        task_id, _ = await _own_task(request)
         info = await _info(request, CancelTask(), task_id)
     except _Denied as denied:
         return denied.response
