@@ -34,6 +34,7 @@ BATCH = 20_000
 ACTIVE_WINDOW = 300.0
 TRACE_AFTER = 2.0
 KNOWN_SESSIONS = 50_000
+MAX_ROUTES = 100_000  # topics (type|session) whose parsing is cached
 COLUMNS = ("ts", "session_id", "type", "header", "body", "extra_bytes")
 LEDGER_PREFIXES = ("chat.", "voice.", "telemetry.")
 NOT_STORED = frozenset({"sys.heartbeat", "sys.probe", "telemetry.metrics"})  # counted, not stored
@@ -64,6 +65,7 @@ class TelemetrySink(Actor):
         self.ledger = Ledger()
         self._sessions: OrderedDict[str, list[Any]] = OrderedDict()  # session -> [kind, character, last_seen]
         self._pending: dict[str, list[Any]] = {}  # session -> [first, last, events] since the last flush
+        self._routes: dict[bytes, tuple[str, str, bool]] = {}
         self._wake = asyncio.Event()
         self._tracer: Any = None
         self._traced: set[tuple[str, int]] = set()
@@ -90,19 +92,22 @@ class TelemetrySink(Actor):
     # -- the firehose -----------------------------------------------------------------------
 
     def _on_frames(self, frames: list[bytes]) -> None:
-        """The hot path: the topic says type and session; the header is decoded only for the
-        messages the ledger and the counters need, and stored as it came."""
-        kind_b, sep, session_b = frames[0].partition(b"|")
-        if not sep or len(frames) < 3:
+        """The hot path: the topic says type and session (read once per topic, then cached); the
+        header is decoded only for the messages the ledger and the counters need, and stored as
+        it came."""
+        if len(frames) < 3:
             self.stats["undecodable"] += 1
             return
-        kind = kind_b.decode(errors="replace")
+        route = self._routes.get(frames[0])
+        if route is None:
+            route = self._route(frames[0])
+            if route is None:
+                return
+        kind, session, inspect = route
         counts = self.counts
         counts[kind] = counts.get(kind, 0) + 1
-        inspect = kind in NOT_STORED or kind == "sys.process" or kind.startswith(LEDGER_PREFIXES)
         if inspect and not self._inspect(kind, frames):
             return
-        session = session_b.decode(errors="replace")
         now = time.time()
         if session:
             agg = self._pending.get(session)
@@ -113,14 +118,25 @@ class TelemetrySink(Actor):
             else:
                 agg[1] = now
                 agg[2] += 1
-        if len(self.buffer) >= self.bound:
+        buffer = self.buffer
+        if len(buffer) >= self.bound:
             self.stats["overflow"] += 1
             return
-        self.buffer.append(
-            (now, session, kind, frames[1], frames[2], sum(map(len, frames[3:])) if len(frames) > 3 else 0)
-        )
-        if len(self.buffer) >= BATCH:
+        buffer.append((now, session, kind, frames[1], frames[2], sum(map(len, frames[3:])) if len(frames) > 3 else 0))
+        if len(buffer) >= BATCH:
             self._wake.set()
+
+    def _route(self, topic: bytes) -> tuple[str, str, bool] | None:
+        kind_b, sep, session_b = topic.partition(b"|")
+        if not sep:
+            self.stats["undecodable"] += 1
+            return None
+        kind = kind_b.decode(errors="replace")
+        inspect = kind in NOT_STORED or kind == "sys.process" or kind.startswith(LEDGER_PREFIXES)
+        if len(self._routes) >= MAX_ROUTES:
+            self._routes.clear()  # sessions come and go; start again rather than grow
+        route = self._routes[topic] = (kind, session_b.decode(errors="replace"), inspect)
+        return route
 
     def _inspect(self, kind: str, frames: list[bytes]) -> bool:
         """Read what the ledger and the counters need; False: count it, do not store it."""

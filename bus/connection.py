@@ -28,7 +28,7 @@ from bus.endpoints import Endpoints
 from bus.envelope import Envelope, Header, make_header, new_id, type_prefix
 from bus.message import REGISTRY, BusError, DecodeError, Message, Registry, UnknownTypeError
 from bus.monitor import SocketMonitor
-from bus.sockio import RateLimitedLog, recv_frames, send_frames, send_with_backoff
+from bus.sockio import NB, RateLimitedLog, recv_frames, send_frames, send_with_backoff
 from bus.system import Probe
 
 log = logging.getLogger("greenroom.bus")
@@ -38,6 +38,7 @@ Handler = Callable[[Envelope[Any], "str | None"], None]
 RawHandler = Callable[[list[bytes]], None]
 """Called with each event's frames, undecoded (taps and recorders)."""
 BATCH = 512  # messages drained per reader callback before yielding to the loop
+RAW_BATCH = 2048  # the same for taps, whose handlers only append
 MAX_SEQ_KEYS = 50_000
 
 
@@ -314,6 +315,9 @@ class Connection:
     def _drain(self, sock: zmq.Socket[bytes], queue: str | None) -> None:
         if self._closed or sock.closed:
             return
+        if self._raw is not None and queue is None:
+            self._drain_raw(sock, self._raw)
+            return
         for _ in range(BATCH):
             try:
                 frames = recv_frames(sock)
@@ -327,14 +331,34 @@ class Connection:
         assert self._loop is not None
         self._loop.call_soon(self._drain, sock, queue)  # more may be waiting; let others run first
 
+    def _drain_raw(self, sock: zmq.Socket[bytes], raw: RawHandler) -> None:
+        """A tap's drain: frames straight to its handler (the hot path of the telemetry sink)."""
+        recv, n = sock.recv, 0
+        try:
+            while n < RAW_BATCH:
+                frame = recv(NB, copy=False)
+                frames = [frame.bytes]
+                while frame.more:
+                    frame = recv(NB, copy=False)
+                    frames.append(frame.bytes)
+                n += 1
+                if self._pending:  # our own probe may be among them
+                    with contextlib.suppress(DecodeError):
+                        self._resolve(decode(frames, self.registry))
+                raw(frames)
+                if self._events_paused:
+                    return
+        except zmq.Again:
+            return
+        except zmq.ZMQError:
+            return  # socket closed under us during shutdown
+        finally:
+            self.stats["received"] += n
+        assert self._loop is not None
+        self._loop.call_soon(self._drain, sock, None)  # more may be waiting; let others run first
+
     def _deliver(self, frames: list[bytes], queue: str | None) -> None:
         self.stats["received"] += 1
-        if self._raw is not None and queue is None:
-            if self._pending:  # our own probe may be among them
-                with contextlib.suppress(DecodeError):
-                    self._resolve(decode(frames, self.registry))
-            self._raw(frames)
-            return
         try:
             env = decode(frames, self.registry)
         except UnknownTypeError as exc:

@@ -12,7 +12,7 @@ from typing import Any
 import zmq
 
 # Plain ints: pyzmq's IntFlag arithmetic in send_multipart/recv_multipart costs more than the I/O.
-_NB = int(zmq.NOBLOCK)
+NB = int(zmq.NOBLOCK)
 _NB_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 
 
@@ -21,15 +21,15 @@ def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
     last = len(frames) - 1
     send = sock.send
     for i, frame in enumerate(frames):
-        send(frame, _NB if i == last else _NB_MORE)
+        send(frame, NB if i == last else _NB_MORE)
 
 
 def recv_frames(sock: zmq.Socket[bytes]) -> list[bytes]:
     """recv_multipart(NOBLOCK) reading RCVMORE off the frame instead of a getsockopt per part."""
-    frame = sock.recv(_NB, copy=False)
+    frame = sock.recv(NB, copy=False)
     parts = [frame.bytes]
     while frame.more:
-        frame = sock.recv(_NB, copy=False)
+        frame = sock.recv(NB, copy=False)
         parts.append(frame.bytes)
     return parts
 
