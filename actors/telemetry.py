@@ -35,6 +35,8 @@ ACTIVE_WINDOW = 300.0
 TRACE_AFTER = 2.0
 KNOWN_SESSIONS = 50_000
 MAX_ROUTES = 100_000  # topics (type|session) whose parsing is cached
+MAX_SEQ_KEYS = 50_000  # senders (src, type) whose last seq is kept
+TAP_HWM = 100_000  # messages the tap's socket holds before the broker drops for it
 COLUMNS = ("ts", "session_id", "type", "header", "body", "extra_bytes")
 LEDGER_PREFIXES = ("chat.", "voice.", "telemetry.")
 NOT_STORED = frozenset({"sys.heartbeat", "sys.probe", "telemetry.metrics"})  # counted, not stored
@@ -58,7 +60,15 @@ class TelemetrySink(Actor):
         self._db = Database()
         self._pool = await self._db.open(cfg.database_url, cfg.data_dir, max_size=4)
         self.buffer: deque[tuple[Any, ...]] = deque()
-        self.stats = {"buffered": 0, "written": 0, "overflow": 0, "db_up": 1, "flush_failures": 0, "undecodable": 0}
+        self.stats = {
+            "buffered": 0,
+            "written": 0,
+            "overflow": 0,
+            "missed": 0,
+            "db_up": 1,
+            "flush_failures": 0,
+            "undecodable": 0,
+        }
         self.counts: dict[str, int] = {}
         self.processes: dict[str, dict[str, int]] = {}
         self.restarts: Counter[str] = Counter()
@@ -66,6 +76,7 @@ class TelemetrySink(Actor):
         self._sessions: OrderedDict[str, list[Any]] = OrderedDict()  # session -> [kind, character, last_seen]
         self._pending: dict[str, list[Any]] = {}  # session -> [first, last, events] since the last flush
         self._routes: dict[bytes, tuple[str, str, bool]] = {}
+        self._seqs: dict[tuple[bytes | str, str], int] = {}
         self._wake = asyncio.Event()
         self._tracer: Any = None
         self._traced: set[tuple[str, int]] = set()
@@ -73,7 +84,7 @@ class TelemetrySink(Actor):
             from actors.otel import TurnTracer
 
             self._tracer = TurnTracer()
-        self._tap = Connection(Endpoints(cfg.bus), "telemetry-tap")
+        self._tap = Connection(Endpoints(cfg.bus), "telemetry-tap", hwm=TAP_HWM)
         await self._tap.start(raw=self._on_frames, subscribe=[""])
         self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._publisher())]
 
@@ -106,6 +117,7 @@ class TelemetrySink(Actor):
         kind, session, inspect = route
         counts = self.counts
         counts[kind] = counts.get(kind, 0) + 1
+        self._count_gap(kind, frames[1])
         if inspect and not self._inspect(kind, frames):
             return
         now = time.time()
@@ -125,6 +137,59 @@ class TelemetrySink(Actor):
         buffer.append((now, session, kind, frames[1], frames[2], sum(map(len, frames[3:])) if len(frames) > 3 else 0))
         if len(buffer) >= BATCH:
             self._wake.set()
+
+    def _count_gap(self, kind: str, header: bytes) -> None:
+        """Messages the bus dropped on their way here (the broker drops for a subscriber that
+        falls behind) show as a gap in their sender's per-type ``seq``: count them as ``missed``.
+
+        ``src`` and ``seq`` are read from the end of the header as our encoder writes it
+        (``…src, v, seq``); a header laid out otherwise is decoded whole."""
+        n = len(header)
+        if n < 16:
+            self._count_gap_slowly(kind, header)
+            return
+        if header[n - 5 : n - 1] == _SEQ:  # seq < 128
+            k, seq = n - 5, header[n - 1]
+        elif header[n - 3] == 0xCD and header[n - 7 : n - 3] == _SEQ:  # uint16
+            k, seq = n - 7, (header[n - 2] << 8) | header[n - 1]
+        elif header[n - 5] == 0xCE and header[n - 9 : n - 5] == _SEQ:  # uint32
+            k, seq = n - 9, int.from_bytes(header[n - 4 :], "big")
+        elif header[n - 2] == 0xCC and header[n - 6 : n - 2] == _SEQ:  # uint8
+            k, seq = n - 6, header[n - 1]
+        elif header[n - 9] == 0xCF and header[n - 13 : n - 9] == _SEQ:  # uint64
+            k, seq = n - 13, int.from_bytes(header[n - 8 :], "big")
+        else:  # not laid out as our encoder does
+            self._count_gap_slowly(kind, header)
+            return
+        src = header.rfind(_SRC, k - 300, k)
+        if src < 0:
+            self._count_gap_slowly(kind, header)
+            return
+        key = (header[src:k], kind)  # the sender's src and v, as encoded
+        last = self._seqs.get(key)
+        if last is not None and seq == last + 1:
+            self._seqs[key] = seq  # the usual case
+        else:
+            self._seen(key, seq)
+
+    def _count_gap_slowly(self, kind: str, header: bytes) -> None:
+        try:
+            h = msgpack.unpackb(header)
+            src, seq = h["src"], h["seq"]
+        except (ValueError, KeyError, TypeError, msgpack.ExtraData):
+            return  # not ours to judge: undecodable headers are counted where they are read
+        if isinstance(seq, int):
+            self._seen((str(src), kind), seq)
+
+    def _seen(self, key: tuple[bytes | str, str], seq: int) -> None:
+        if not seq:
+            return  # not sequenced (copies of work items)
+        last = self._seqs.get(key)
+        if last is not None and seq > last + 1:
+            self.stats["missed"] += seq - last - 1
+        if last is None and len(self._seqs) >= MAX_SEQ_KEYS:
+            self._seqs.clear()
+        self._seqs[key] = seq
 
     def _route(self, topic: bytes) -> tuple[str, str, bool] | None:
         kind_b, sep, session_b = topic.partition(b"|")
@@ -328,6 +393,9 @@ class TelemetrySink(Actor):
             session,
         )
         return SessionDetail(True, dict(row), tuple(_event(e) for e in events), tuple(dict(t) for t in turns))
+
+
+_SEQ, _SRC = b"\xa3seq", b"\xa3src"  # the msgpack keys, as fixstr
 
 
 def _body(raw: bytes) -> dict[str, Any]:

@@ -72,12 +72,14 @@ async def sink_round(endpoints: Endpoints, url: str, rate: int, seconds: float, 
     while not snaps:
         changed.clear()
         await changed.wait()
-    written0, overflow0 = snaps[-1][1].sink["written"], snaps[-1][1].sink["overflow"]
+    first = snaps[-1][1].sink
+    written0, overflow0, missed0 = first["written"], first["overflow"], first.get("missed", 0)
     sent = await asyncio.to_thread(blast, endpoints, frames, rate)
     t0 = time.perf_counter() - sent
-    def accounted() -> int:  # written, or counted as overflow: nothing more will come
+
+    def accounted() -> int:  # written, or counted as overflow or missed: nothing more will come
         sink = snaps[-1][1].sink
-        return sink["written"] - written0 + sink["overflow"] - overflow0
+        return sink["written"] - written0 + sink["overflow"] - overflow0 + sink.get("missed", 0) - missed0
 
     while accounted() < n and time.perf_counter() - t0 < seconds + 60:
         changed.clear()
@@ -93,7 +95,7 @@ async def sink_round(endpoints: Endpoints, url: str, rate: int, seconds: float, 
     await conn.close()
     return {"rate": rate, "events": n, "publish_s": sent, "all_written_within_s": done, "stored": stored,
             "lost": n - stored, "kept_up": n == stored and done <= sent + KEPT_UP_S,
-            "overflow": snap.sink["overflow"] - overflow0,
+            "overflow": snap.sink["overflow"] - overflow0, "missed": snap.sink.get("missed", 0) - missed0,
             "throughput_per_s": stored / done if n == stored else 0.0}  # fmt: skip
 
 
