@@ -184,6 +184,20 @@ def read_recording(data: IO[bytes]) -> Iterator[tuple[int, list[bytes]]]:
         yield item[0], item[1]
 
 
+def unsequenced(frames: list[bytes]) -> list[bytes]:
+    """The frames with the header's ``seq`` set to 0: a recording (often filtered) is not its
+    senders' live sequence, and receivers must not count its gaps as drops. Anything else
+    is kept as recorded; a header that does not decode is sent as it is."""
+    try:
+        header = msgpack.unpackb(frames[1])
+    except (ValueError, msgpack.ExtraData, IndexError):
+        return frames
+    if not isinstance(header, dict) or not header.get("seq"):
+        return frames
+    header["seq"] = 0
+    return [frames[0], msgpack.packb(header, use_bin_type=True), *frames[2:]]
+
+
 async def replay(endpoints: Endpoints, data: IO[bytes], speed: float | None = 1.0) -> int:
     """Publish a recording again, spaced as recorded divided by ``speed`` (None: no spacing)."""
     conn = Connection(endpoints, "replay")
@@ -200,7 +214,7 @@ async def replay(endpoints: Endpoints, data: IO[bytes], speed: float | None = 1.
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            if await conn.publish_raw(frames):
+            if await conn.publish_raw(unsequenced(frames)):
                 sent += 1
     finally:
         await conn.close(linger=2.0)
