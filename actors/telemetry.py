@@ -31,6 +31,7 @@ from config.settings import settings
 
 FLUSH_EVERY = 0.1
 BATCH = 20_000
+BEHIND = 2_000  # rows waiting after a write that make the writer go on at once
 ACTIVE_WINDOW = 300.0
 TRACE_AFTER = 2.0
 KNOWN_SESSIONS = 50_000
@@ -245,8 +246,8 @@ class TelemetrySink(Actor):
             try:
                 while self.buffer or self._pending or self.ledger.dirty:
                     await self._flush()
-                    if len(self.buffer) < BATCH:
-                        break
+                    if len(self.buffer) < BEHIND:
+                        break  # little is waiting: gather more for a while
             except _DB_ERRORS as exc:
                 self.stats["flush_failures"] += 1
                 if self.stats["db_up"]:

@@ -28,7 +28,7 @@ from bus.endpoints import Endpoints
 from bus.envelope import Envelope, Header, make_header, new_id, type_prefix
 from bus.message import REGISTRY, BusError, DecodeError, Message, Registry, UnknownTypeError
 from bus.monitor import SocketMonitor
-from bus.sockio import NB, RateLimitedLog, recv_frames, send_frames, send_with_backoff
+from bus.sockio import RateLimitedLog, recv_event, recv_frames, send_frames, send_with_backoff
 from bus.system import Probe
 
 log = logging.getLogger("greenroom.bus")
@@ -38,7 +38,7 @@ Handler = Callable[[Envelope[Any], "str | None"], None]
 RawHandler = Callable[[list[bytes]], None]
 """Called with each event's frames, undecoded (taps and recorders)."""
 BATCH = 512  # messages drained per reader callback before yielding to the loop
-RAW_BATCH = 2048  # the same for taps, whose handlers only append
+RAW_BATCH = 256  # the same for taps (small: a tap's writer needs its turns on a busy loop)
 MAX_SEQ_KEYS = 50_000
 
 
@@ -333,14 +333,13 @@ class Connection:
 
     def _drain_raw(self, sock: zmq.Socket[bytes], raw: RawHandler) -> None:
         """A tap's drain: frames straight to its handler (the hot path of the telemetry sink)."""
-        recv, n = sock.recv, 0
+        n = 0
         try:
             while n < RAW_BATCH:
-                frame = recv(NB, copy=False)
-                frames = [frame.bytes]
-                while frame.more:
-                    frame = recv(NB, copy=False)
-                    frames.append(frame.bytes)
+                malformed, frames = recv_event(sock)
+                if malformed is not None:
+                    n += 1
+                    raw(malformed)
                 n += 1
                 if self._pending:  # our own probe may be among them
                     with contextlib.suppress(DecodeError):
