@@ -3,10 +3,12 @@ next to a raw ``COPY`` of the same rows in the same run.
 
 Setup: embedded PostgreSQL, a broker, and the telemetry sink in its own process (``run.py
 actor telemetry``), as deployed. For each rate in ``--rates``, this process publishes
-small events (``diag.ping``, 100 sessions, pre-encoded so the publisher is not the limit)
-at that rate for ``--seconds``, waits until the sink says every one is written, and counts
-them in the database. A rate is sustained when all are stored (loss anywhere — publisher,
-broker, sink buffer — shows as a shortfall) within 0.5 s of the last one sent.
+small events (``diag.ping``, 100 sessions; pre-encoded, sent from a plain socket in a
+thread in 10 ms slices, so the generator costs as little as it can) at that rate for
+``--seconds``, waits until the sink says every one is written or counted lost (its buffer's
+``overflow``, or ``missed``: dropped by the broker), and counts them in the database. A
+rate is sustained when all are stored within 0.5 s of the last one sent. Before each
+round (sink or baseline) the tables are emptied and a CHECKPOINT taken, so both start alike.
 
 Baseline, same run, same database: ``asyncpg.copy_records_to_table`` of N rows shaped
 like the sink's (time, session, type, the msgpack header and body as the bus carries them,
