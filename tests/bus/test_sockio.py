@@ -47,7 +47,7 @@ def drain(pull: zmq.Socket[bytes], events: int = 0, until: list[bytes] | None = 
         try:
             malformed, frames = recv_event(pull)
         except zmq.Again:
-            time.sleep(0.001)
+            pull.poll(100)  # until something arrives (or 100 ms pass)
             continue
         if malformed is not None:
             got.append(("malformed", malformed))
