@@ -4,6 +4,7 @@ with them (the fast read assumes three frames and checks the layout after)."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 
 import msgpack
@@ -25,9 +26,10 @@ def event(i: int, *extra: bytes) -> list[bytes]:
 def pair() -> Iterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes]]]:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     pull: zmq.Socket[bytes] = ctx.socket(zmq.PULL)
-    pull.bind("inproc://sockio-test")
+    address = f"inproc://sockio-{uuid.uuid4().hex}"
+    pull.bind(address)
     push: zmq.Socket[bytes] = ctx.socket(zmq.PUSH)
-    push.connect("inproc://sockio-test")
+    push.connect(address)
     yield push, pull
     push.close(0)
     pull.close(0)
