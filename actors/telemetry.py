@@ -162,7 +162,7 @@ class TelemetrySink(Actor):
         else:  # not laid out as our encoder does
             self._count_gap_slowly(kind, header)
             return
-        src = header.rfind(_SRC, k - 300, k)
+        src = header.rfind(_SRC, max(0, k - 300), k)
         if src < 0:
             self._count_gap_slowly(kind, header)
             return

@@ -12,7 +12,7 @@ from typing import Any
 import zmq
 
 # Plain ints: pyzmq's IntFlag arithmetic in send_multipart/recv_multipart costs more than the I/O.
-NB = int(zmq.NOBLOCK)
+_NB = int(zmq.NOBLOCK)
 _NB_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 
 
@@ -21,15 +21,15 @@ def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
     last = len(frames) - 1
     send = sock.send
     for i, frame in enumerate(frames):
-        send(frame, NB if i == last else _NB_MORE)
+        send(frame, _NB if i == last else _NB_MORE)
 
 
 def recv_frames(sock: zmq.Socket[bytes]) -> list[bytes]:
     """recv_multipart(NOBLOCK) reading RCVMORE off the frame instead of a getsockopt per part."""
-    frame = sock.recv(NB, copy=False)
+    frame = sock.recv(_NB, copy=False)
     parts = [frame.bytes]
     while frame.more:
-        frame = sock.recv(NB, copy=False)
+        frame = sock.recv(_NB, copy=False)
         parts.append(frame.bytes)
     return parts
 
@@ -51,19 +51,19 @@ def recv_event(sock: zmq.Socket[bytes]) -> tuple[list[bytes] | None, list[bytes]
     so a read that finds nothing more ends a message.
     """
     recv = sock.recv
-    first = recv(NB)
+    first = recv(_NB)
     try:
-        second = recv(NB)
+        second = recv(_NB)
     except zmq.Again:
         return None, [first]  # a one-frame message, and nothing behind it
     try:
-        frame = recv(NB, copy=False)
+        frame = recv(_NB, copy=False)
     except zmq.Again:
         return None, [first, second]
     body = frame.bytes
     frames = [first, second, body]
     while frame.more:
-        frame = recv(NB, copy=False)
+        frame = recv(_NB, copy=False)
         frames.append(frame.bytes)
     try:  # _laid_out(frames, 0), inline: this is every tap's hot path
         if _MAPISH[second[0]] and _MAPISH[body[0]] and not _MAPISH[first[0]] and b"|" in first:

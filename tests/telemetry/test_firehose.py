@@ -76,6 +76,12 @@ async def test_messages_the_bus_dropped_on_the_way_are_counted_as_missed(
         topic, _, body = encode_parts(header, Ping(f"o{seq}"))
         await sender.publish_raw([topic, msgpack.packb(dict(reversed(header.to_wire().items()))), body])
         sent += 1
+    long_src = "long-sender-" + "x" * 60 + "@abc123"  # headers of varying length, nothing dropped: 0 missed
+    for seq in range(1, 7):
+        parent = "p" * 40 if seq % 2 else None
+        header = make_header("diag.ping", session="gaps", turn=0, parent=parent, src=long_src, v=1, seq=seq)
+        await sender.publish_raw(encode_parts(header, Ping(f"l{seq}")))
+        sent += 1
     # expected gaps: inside each run (every 4th), and between runs (a run starts after its predecessor)
     runs = [range(1, 11), range(300, 305), range(70_000, 70_005), range(2**32 + 5, 2**32 + 8)]
     kept = [s for r in runs for s in r if s % 4]
