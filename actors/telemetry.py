@@ -71,6 +71,7 @@ class TelemetrySink(Actor):
             "undecodable": 0,
         }
         self.counts: dict[str, int] = {}
+        self.missed: dict[str, int] = {}  # per type: dropped by the bus on the way here
         self.processes: dict[str, dict[str, int]] = {}
         self.restarts: Counter[str] = Counter()
         self.ledger = Ledger()
@@ -188,6 +189,7 @@ class TelemetrySink(Actor):
         last = self._seqs.get(key)
         if last is not None and seq > last + 1:
             self.stats["missed"] += seq - last - 1
+            self.missed[key[1]] = self.missed.get(key[1], 0) + seq - last - 1
         if last is None and len(self._seqs) >= MAX_SEQ_KEYS:
             self._seqs.clear()
         self._seqs[key] = seq
@@ -331,8 +333,9 @@ class TelemetrySink(Actor):
             histograms = {k: h.snapshot() for k, h in self.ledger.histograms.items()}
             if self._tracer is not None:
                 self._export_turns(now)
-            await self.bus.publish(MetricsSnapshot(dict(self.counts), dict(self.processes), dict(self.restarts),
-                                                   active, histograms, dict(self.stats)))  # fmt: skip
+            snapshot = MetricsSnapshot(dict(self.counts), dict(self.processes), dict(self.restarts), active,
+                                       histograms, dict(self.stats), dict(self.missed))  # fmt: skip
+            await self.bus.publish(snapshot)
 
     def _export_turns(self, now: float) -> None:
         """Turns whose reply ended ``TRACE_AFTER`` s ago (late hops — audio, playback — are in by then)."""

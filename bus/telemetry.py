@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from bus.message import Message, message
@@ -17,7 +18,7 @@ class Mark(Message):
     """When it happened (unix seconds), if earlier than the message; 0: the header's ``ts``."""
 
 
-@message("telemetry.metrics")
+@message("telemetry.metrics", version=2)
 class MetricsSnapshot(Message):
     """The sink's counters, published every second for the edge's ``/metrics``."""
 
@@ -32,7 +33,9 @@ class MetricsSnapshot(Message):
     histograms: dict[str, dict[str, Any]]
     """Turn latencies: ``{name: {"buckets": [le...], "counts": [...], "sum": s, "count": n}}`` (ms)."""
     sink: dict[str, int]
-    """The sink itself: ``buffered``, ``written``, ``overflow``, ``db_up``, ``flush_failures``."""
+    """The sink itself: ``buffered``, ``written``, ``overflow``, ``missed``, ``db_up``, ``flush_failures``."""
+    missed: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Messages the bus dropped on their way to the sink, per type (gaps in senders' ``seq``; v2)."""
 
 
 @message("telemetry.sessions_request")

@@ -96,6 +96,11 @@ class _Greenroom(Collector):
         for kind, n in sorted(snap.messages.items()):
             messages.add_metric([kind], n)
         yield messages
+        missed = CounterMetricFamily("greenroom_bus_missed", "Bus messages dropped on their way to the telemetry sink,"
+                                     " by type (gaps in their senders' seq)", labels=["type"])  # fmt: skip
+        for kind, n in sorted(snap.missed.items()):
+            missed.add_metric([kind], n)
+        yield missed
         proc = GaugeMetricFamily("greenroom_process_stat", "Each process's heartbeat counters (lane depth, drops…)",
                                  labels=["process", "stat"])  # fmt: skip
         for name, stats in sorted(snap.processes.items()):

@@ -8,6 +8,10 @@ import asyncpg
 import msgpack
 from prometheus_client.parser import text_string_to_metric_families
 
+from bus import Connection
+from bus.codec import encode_parts
+from bus.envelope import make_header
+from bus.system import Ping
 from bus.telemetry import MetricsSnapshot
 from tests.chat.conftest import ChatSystem
 from tests.helpers import Collector
@@ -102,4 +106,23 @@ async def test_metrics_parse_as_prometheus_text_and_move_with_traffic(chat: Chat
         after[("greenroom_telemetry", (("stat", "written"),))] > before[("greenroom_telemetry", (("stat", "written"),))]
     )
     assert ("greenroom_process_stat", (("process", "character"), ("stat", "handled"))) in after
+    assert after[("greenroom_telemetry", (("stat", "missed"),))] == 0  # nothing dropped on the way
+    assert not any(name == "greenroom_bus_missed_total" for name, _ in after)
+    # A sender's seq jumping from 1 to 4: two pings lost on the way, counted by type.
+    sender = Connection(chat.endpoints, "gappy")
+    await sender.start(lambda env, q: None, subscribe=[])
+    for seq in (1, 4):
+        header = make_header("diag.ping", session="", turn=0, parent=None, src="gappy@1", v=1, seq=seq)
+        await sender.publish_raw(encode_parts(header, Ping("gap")))
+    await sender.close()
+    watch = Collector(chat.endpoints, ("telemetry.metrics",))
+    await watch.start()
+    await watch.expect(MetricsSnapshot, lambda b: b.missed.get("diag.ping") == 2)
+    old = {id(e.body) for e in watch.seen}
+    await watch.expect(MetricsSnapshot, lambda b: id(b) not in old)  # one more: the edge has it too by now
+    await watch.close()
+    async with chat.http.get(f"{chat.url}/metrics") as resp:
+        gaps = metrics(await resp.text())
+    assert gaps[("greenroom_bus_missed_total", (("type", "diag.ping"),))] == 2
+    assert gaps[("greenroom_telemetry", (("stat", "missed"),))] == 2
     assert after[("greenroom_sessions_active", ())] >= 1
