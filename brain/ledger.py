@@ -23,10 +23,6 @@ _FIRST_OF = {
     "voice.tts_audio": "tts_first_chunk",
     "voice.audio_out": "first_audio_out",
 }
-BODY_NEEDED = frozenset(
-    {"voice.transcript", "chat.user_text", "chat.turn", "chat.reply", "telemetry.mark", "chat.started"}
-)
-"""Types whose body the ledger reads (the others: the header is enough)."""
 BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
 
 
@@ -83,10 +79,11 @@ class Ledger:
         """Session -> its latest turn."""
 
     def feed(self, kind: str, header: dict[str, Any], body: Callable[[], dict[str, Any]]) -> None:
-        """One bus message; ``body()`` decodes its body (called only for :data:`BODY_NEEDED` types)."""
+        """One bus message; ``body()`` decodes its body (called only for the types whose body matters)."""
         session, ts = header.get("session", ""), float(header.get("ts", 0.0))
         if not session:
             return
+        turn = int(header.get("turn", 0))
         if kind == "voice.speech_start":
             self._speech[session] = {}
         elif kind == "voice.speech_end":
@@ -99,12 +96,12 @@ class Ledger:
             self._inputs[header["id"]] = (ts, str(body().get("source", "ws")))
             if len(self._inputs) > self._max:
                 self._inputs.popitem(last=False)
-        elif kind in ("chat.accepted", "chat.turn") and (session, int(header.get("turn", 0))) not in self.turns:
+        elif kind in ("chat.accepted", "chat.turn") and (session, turn) not in self.turns:
             # both follow the persisted user message (their parent), in either order
-            self._start(session, int(header.get("turn", 0)), header.get("parent"), ts)
-            self._hop(kind, session, int(header.get("turn", 0)), ts, body)
+            self._start(session, turn, header.get("parent"), ts)
+            self._hop(kind, session, turn, ts, body)
         else:
-            self._hop(kind, session, int(header.get("turn", 0)), ts, body)
+            self._hop(kind, session, turn, ts, body)
 
     def _start(self, session: str, turn: int, parent: str | None, ts: float) -> None:
         received, source = self._inputs.pop(parent or "", (ts, "ws"))

@@ -10,15 +10,22 @@ from bus import BusError, new_id
 from bus.chat import Accepted, History, HistoryRequest, SessionStarted, StartSession, UserText
 from bus.system import Error
 from web.keys import CARDS, CONN, HUB
-from web.ws import MAX_USER_TEXT
+from web.ws import ASK_TIMEOUT, MAX_USER_TEXT
 
 REPLY_TIMEOUT = 120.0
-ASK_TIMEOUT = 10.0
 
 
 def error(status: int, code: str, message: str) -> web.Response:
     """The JSON error every HTTP endpoint answers with: ``{"error": {"code", "message"}}``."""
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def query_limit(request: web.Request, default: int) -> int | web.Response:
+    """The ``limit`` query parameter, or the error to answer when it is not a number."""
+    try:
+        return int(request.query.get("limit", str(default)))
+    except ValueError:
+        return error(400, "bad_limit", "limit must be a number")
 
 
 async def characters(request: web.Request) -> web.Response:
@@ -72,10 +79,9 @@ async def chat_message(request: web.Request) -> web.Response:
 
 async def session_messages(request: web.Request) -> web.Response:
     session = request.match_info["session_id"]
-    try:
-        limit = int(request.query.get("limit", "200"))
-    except ValueError:
-        return error(400, "bad_limit", "limit must be a number")
+    limit = query_limit(request, 200)
+    if isinstance(limit, web.Response):
+        return limit
     try:
         reply = await request.app[CONN].ask(HistoryRequest(limit), reply=History, session=session, timeout=ASK_TIMEOUT)
     except (TimeoutError, BusError):

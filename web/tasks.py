@@ -22,10 +22,10 @@ from bus.tasks import CancelTask, GetTask, ReplayRequest, SubmitTask, TaskAccept
 from web.hub import RESYNC
 from web.keys import CONN, HUB, SETTINGS
 from web.rest import error as _error
+from web.ws import ASK_TIMEOUT
 
 MAX_QUERY = 4000
 MAX_USER = 200
-ASK_TIMEOUT = 10.0
 RETRY_MS = 3000
 
 

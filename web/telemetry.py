@@ -26,8 +26,9 @@ from bus.tap import Tap, TapFilter, jsonable
 from bus.telemetry import SessionDetail, SessionRequest, Sessions, SessionsRequest
 from web.keys import CONN, HUB, SETTINGS, SOCKETS
 from web.rest import error as _error
+from web.rest import query_limit
+from web.ws import ASK_TIMEOUT
 
-ASK_TIMEOUT = 10.0
 TAP_QUEUE = 2000
 BODY_CHARS = 4000
 STALE_METRICS = 10.0
@@ -42,10 +43,9 @@ async def _ask(request: web.Request, body: Any, reply: type, session: str = "") 
 
 
 async def sessions(request: web.Request) -> web.Response:
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        return _error(400, "bad_limit", "limit must be a number")
+    limit = query_limit(request, 100)
+    if isinstance(limit, web.Response):
+        return limit
     body = await _ask(request, SessionsRequest(limit), Sessions)
     if not isinstance(body, Sessions):
         return _error(503, "unavailable", "the telemetry service did not answer")
@@ -54,10 +54,9 @@ async def sessions(request: web.Request) -> web.Response:
 
 async def session(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
-    try:
-        limit = int(request.query.get("limit", "500"))
-    except ValueError:
-        return _error(400, "bad_limit", "limit must be a number")
+    limit = query_limit(request, 500)
+    if isinstance(limit, web.Response):
+        return limit
     body = await _ask(request, SessionRequest(limit), SessionDetail, session=session_id)
     if not isinstance(body, SessionDetail):
         return _error(503, "unavailable", "the telemetry service did not answer")

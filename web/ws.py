@@ -27,7 +27,7 @@ from web.keys import CARDS, CONN, HUB, SOCKETS
 MAX_FRAME = 4 * 1024 * 1024  # hard limit (aiohttp closes with 1009 beyond it)
 MAX_TEXT_FRAME = 64 * 1024  # larger frames get an error frame
 MAX_USER_TEXT = 4000
-ASK_TIMEOUT = 10.0
+ASK_TIMEOUT = 10.0  # how long the edge waits for an actor's answer
 AUDIO_RATES = (8000, 96000)
 """Sample rates accepted for microphone audio, Hz."""
 MAX_AUDIO_BACKLOG = 2.0

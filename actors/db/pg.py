@@ -58,12 +58,11 @@ def _alive(pid: int) -> bool:
 
 class Database:
     """Where an actor's data lives: the URL (DATABASE_URL, or the embedded server, which this
-    object keeps running while it lives) and, once :meth:`open` ran, a migrated pool."""
+    object keeps running while it lives); :meth:`open` gives a migrated pool."""
 
     def __init__(self) -> None:
         self._handle: Any = None
         self.url = ""
-        self.pool: asyncpg.Pool | None = None
 
     async def locate(self, configured: str | None, data_dir: Path) -> str:
         if configured:
@@ -77,7 +76,6 @@ class Database:
         """Locate, connect, apply the migrations; the pool."""
         pool = await connect(await self.locate(configured, data_dir), max_size=max_size, sync_commit=sync_commit)
         await migrate(pool)
-        self.pool = pool
         return pool
 
 

@@ -56,6 +56,9 @@ async def test_bad_requests_are_clear(chat: ChatSystem) -> None:
         assert (resp.status, body["error"]["code"]) == (status, code), data
     async with chat.http.get(f"{chat.url}/api/v1/sessions/s-nope/messages") as resp:
         assert resp.status == 404 and (await resp.json())["error"]["code"] == "no_session"
+    for path in ("/api/v1/sessions/s-nope/messages", "/api/v1/telemetry/sessions", "/api/v1/telemetry/sessions/x"):
+        async with chat.http.get(f"{chat.url}{path}?limit=many") as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_limit", path
 
 
 async def test_provider_failure_is_a_502_with_the_code(chat: ChatSystem) -> None:
