@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from brain.ledger import Turn
+from brain.ledger import SUMMARY, Turn
 
 
 class TurnTracer:
@@ -37,8 +37,8 @@ class TurnTracer:
             "greenroom.character": turn.character, "greenroom.provider": turn.provider,
             "greenroom.interrupted": turn.interrupted,
         }  # fmt: skip
-        for name in ("ttft_ms", "ttfa_ms", "total_ms"):
-            value = turn.ms({"ttft_ms": "llm_first_token", "ttfa_ms": "first_audio_out", "total_ms": "reply_end"}[name])
+        for name, hop in SUMMARY.items():
+            value = turn.ms(hop)
             if value is not None:
                 attributes[f"greenroom.{name}"] = value
         span = self._tracer.start_span("turn", start_time=start, attributes=attributes)

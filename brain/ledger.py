@@ -23,6 +23,8 @@ _FIRST_OF = {
     "voice.tts_audio": "tts_first_chunk",
     "voice.audio_out": "first_audio_out",
 }
+SUMMARY = {"ttft_ms": "llm_first_token", "ttfa_ms": "first_audio_out", "total_ms": "reply_end"}
+"""Each turn's summary figures: the hop each one is the time of."""
 BUCKETS_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
 
 
@@ -45,9 +47,9 @@ class Turn:
     def row(self) -> tuple[Any, ...]:
         """``(session, turn, character, provider, source, started_at, hops, ttft, ttfa, total, interrupted)``."""
         hops = {h: self.ms(h) for h in HOPS if h in self.hops}
-        ttfa = self.ms("first_audio_out")
+        ttft, ttfa, total = (self.ms(hop) for hop in SUMMARY.values())
         return (self.session, self.turn, self.character or None, self.provider or None, self.source, self.zero,
-                hops, self.ms("llm_first_token"), ttfa, self.ms("reply_end"), self.interrupted)  # fmt: skip
+                hops, ttft, ttfa, total, self.interrupted)  # fmt: skip
 
 
 @dataclass(slots=True)
