@@ -18,7 +18,7 @@ from config.characters import load_cards
 from config.settings import settings
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-NICENESS = 5
+NICENESS = 19
 PARALLEL = 8
 """Slots: sessions generating at the same time."""
 
@@ -41,11 +41,12 @@ def start_server(port: int, n_ctx: int = 8192, parallel: int = PARALLEL) -> Any:
     params.n_ctx = n_ctx
     params.n_parallel = parallel
     params.port = port
-    # Generation on one thread that sleeps when idle (poll 0) leaves the other core to the
-    # speech models working at the same time; prompts are read with every core.
-    params.cpuparams.n_threads = 1
+    # Every core, sleeping when idle (poll 0): the model runs at the lowest priority
+    # (LocalLLM), so speech synthesis and recognition preempt it and it takes what they leave.
+    cores = max(1, min(2, os.cpu_count() or 1))
+    params.cpuparams.n_threads = cores
     params.cpuparams.poll = 0
-    params.cpuparams_batch.n_threads = max(1, min(2, os.cpu_count() or 1))
+    params.cpuparams_batch.n_threads = cores
     params.cpuparams_batch.poll = 0
     return xllamacpp.Server(params)
 
@@ -58,7 +59,10 @@ class LocalLLM(Actor):
 
     async def on_start(self) -> None:
         # Real-time audio (speech synthesis, recognition, the edge) goes first; generation
-        # takes the CPU they leave. Only this process: it hosts nothing but the model.
+        # takes the CPU they leave. At niceness 5 it still took ~40% of the cores while the
+        # first words of a reply were being synthesized (bench/voice.py: the first chunk
+        # took 350 ms instead of ~120); it only has to stay ahead of speech, which it does
+        # many times over. Only this process: it hosts nothing but the model.
         os.nice(NICENESS)
         port = settings().llm_port
         self._server = await asyncio.to_thread(start_server, port)
