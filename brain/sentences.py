@@ -14,14 +14,23 @@ _ABBREV = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "etc.", "n
 class SentenceSplitter:
     """``fast_start``: the reply's first clause comes out on its own, so speech can start
     before the first sentence is complete: up to a comma (2+ words), or its first
-    ``FIRST_WORDS`` words when the sentence runs on without one."""
+    ``FIRST_WORDS`` words when the sentence runs on without one.
+
+    ``max_words``: a longer sentence comes out in pieces of at most that many words, cut
+    after the last clause mark that leaves both sides at least ``MIN_PIECE`` words, else
+    at the limit, as soon as each piece is complete. A synthesizer's working memory and
+    time grow with the length of what it says at once (Piper: ~22 MB and ~0.1 s a second
+    of speech), and the first words of a long sentence need not wait for its end."""
 
     FIRST_WORDS = 4
+    MAX_WORDS = 12
+    MIN_PIECE = 3
 
-    def __init__(self, min_chars: int = 2, fast_start: bool = True) -> None:
+    def __init__(self, min_chars: int = 2, fast_start: bool = True, max_words: int | None = MAX_WORDS) -> None:
         self._buf = ""
         self._min = min_chars
         self._fast = fast_start
+        self._max = max_words
 
     def feed(self, delta: str) -> list[str]:
         """Complete sentences now available (stripped), in order."""
@@ -52,15 +61,51 @@ class SentenceSplitter:
             last_word = candidate.rsplit(None, 1)[-1].lower() if candidate else ""
             if last_word in _ABBREV or len(candidate) < self._min:
                 continue
-            out.append(candidate)
+            out.extend(self._pieces(candidate, final=True)[0])
             start = match.end()
         self._buf = self._buf[start:]
+        # A sentence still running: its pieces so far whose words are all complete.
+        tail = self._buf if self._buf[-1:].isspace() else self._buf[: _last_word_start(self._buf)]
+        if self._max is not None and len(tail.split()) > self._max:
+            pieces, used = self._pieces(tail, final=False)
+            out.extend(pieces)
+            self._buf = self._buf[used:]
         return out
 
     def flush(self) -> list[str]:
         """Whatever is left at the end of the reply."""
         rest, self._buf = self._buf.strip(), ""
-        return [rest] if rest else []
+        return self._pieces(rest, final=True)[0] if rest else []
+
+    def _pieces(self, text: str, *, final: bool) -> tuple[list[str], int]:
+        """``text`` cut into pieces of at most ``max_words`` words, and how much of it they
+        cover: all of it when ``final``, else the text after the last piece is left for
+        more words to join it."""
+        if self._max is None:
+            return ([text.strip()] if final else []), (len(text) if final else 0)
+        ends = [m.end() for m in re.finditer(r"\S+", text)]
+        pieces: list[str] = []
+        used = first = 0  # characters and words already cut off
+        while len(ends) - first > self._max:
+            n = self._max
+            for k in range(self._max, self.MIN_PIECE - 1, -1):  # the last clause mark that leaves enough
+                if text[ends[first + k - 1] - 1] in ",;:—" and len(ends) - first - k >= self.MIN_PIECE:
+                    n = k
+                    break
+            if final and len(ends) - first - n < self.MIN_PIECE:  # no stub at the end: halve instead
+                n = (len(ends) - first + 1) // 2
+            pieces.append(text[used : ends[first + n - 1]].strip())
+            used, first = ends[first + n - 1], first + n
+        if final:
+            pieces.append(text[used:].strip())
+            used = len(text)
+        return [p for p in pieces if p], used
+
+
+def _last_word_start(text: str) -> int:
+    """Index of the last word of ``text`` (it may still grow)."""
+    words = list(re.finditer(r"\S+", text))
+    return words[-1].start() if words else len(text)
 
 
 def _nth_word_end(text: str, n: int) -> int:

@@ -82,6 +82,34 @@ def test_the_first_clause_comes_out_alone_for_a_fast_start() -> None:
     assert plain.feed("Well, hello there, my friend. ") == ["Well, hello there, my friend."]
 
 
+def test_a_long_sentence_is_spoken_in_pieces_as_it_streams() -> None:
+    text = ("France is a land of vibrant colors and rich history, but it is also a place where people love "
+            "to eat good food and drink fine wine together. Short one. ")  # fmt: skip
+    streamed = SentenceSplitter(fast_start=False)
+    pieces: list[str] = []
+    seen_before_the_end: list[str] = []
+    for i in range(0, len(text), 3):
+        pieces += streamed.feed(text[i : i + 3])
+        if "together" not in text[: i + 3]:
+            seen_before_the_end = list(pieces)
+    pieces += streamed.flush()
+    assert pieces == [
+        "France is a land of vibrant colors and rich history,",  # cut at its last comma within 12 words
+        "but it is also a place where people love to eat good",  # no comma: cut at 12 words
+        "food and drink fine wine together.",
+        "Short one.",
+    ]
+    assert len(seen_before_the_end) == 2  # the first two were out before the sentence ended
+    assert " ".join(pieces) == " ".join(text.split())  # nothing lost, nothing doubled
+    whole = SentenceSplitter(fast_start=False)
+    assert whole.feed(text) + whole.flush() == pieces  # the same pieces when it arrives at once
+    stub = SentenceSplitter(fast_start=False)  # 13 words: 12 + 1 would leave a stub, so halved
+    assert stub.feed("one two three four five six seven eight nine ten eleven twelve thirteen. ") == [
+        "one two three four five six seven", "eight nine ten eleven twelve thirteen."]  # fmt: skip
+    uncapped = SentenceSplitter(fast_start=False, max_words=None)
+    assert uncapped.feed(text) == [" ".join(text.split()[:-2]), "Short one."]
+
+
 def test_routing_is_a_real_decision() -> None:
     assert route("Hello, how are you?", tasks_available=True).agent == CHARACTER
     assert route("What was revenue last month?", tasks_available=True).agent == TASK
