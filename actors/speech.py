@@ -72,7 +72,8 @@ def make_vad(settings: VadSettings = VadSettings()) -> Any:
     config.silero_vad.window_size = 512
     config.sample_rate = STT_RATE
     config.num_threads = 1
-    return sherpa_onnx.VoiceActivityDetector(config, buffer_size_in_seconds=60)
+    # The buffer holds the utterance being heard (at most max_speech): every second costs 64 kB.
+    return sherpa_onnx.VoiceActivityDetector(config, buffer_size_in_seconds=settings.max_speech + 5)
 
 
 # -- STT ------------------------------------------------------------------------------------
@@ -221,17 +222,23 @@ class PiperSynthesizer:
     sherpa-onnx needs the model's metadata and a tokens.txt, which the raw Piper export
     lacks: they are added once, to a copy under ``<data_dir>/models``. Text is
     phonemized with espeak-ng (``piper-phonemize``) and passed as phoneme codepoints.
+
+    :meth:`synthesize` may be called from several threads at once: each call runs the
+    shared onnxruntime session on ``threads`` cores (espeak-ng, which keeps global state,
+    is entered by one thread at a time). ``noise=False`` makes the voice deterministic
+    (Piper's sampled phoneme lengths and noise off): the same text, the same samples.
     """
 
-    def __init__(self, data_dir: Path, voice: str = "en_US-joe-medium", threads: int = 1) -> None:
+    def __init__(self, data_dir: Path, voice: str = "en_US-joe-medium", threads: int = 1, noise: bool = True) -> None:
         import sherpa_onnx
 
         prepared = prepare_piper(data_dir, voice)
+        scales = {} if noise else {"noise_scale": 0.0, "noise_scale_w": 0.0}
         config = sherpa_onnx.OfflineTtsConfig(
             model=sherpa_onnx.OfflineTtsModelConfig(
                 vits=sherpa_onnx.OfflineTtsVitsModelConfig(
                     model=str(prepared / "model.onnx"), tokens=str(prepared / "tokens.txt"),
-                    data_dir=str(package_dir("piper_phonemize") / "espeak-ng-data"),
+                    data_dir=str(package_dir("piper_phonemize") / "espeak-ng-data"), **scales,
                 ),
                 num_threads=threads,
             ),
@@ -240,21 +247,23 @@ class PiperSynthesizer:
         self._tts = sherpa_onnx.OfflineTts(config)
         self._espeak_voice = json.loads((prepared / "voice.json").read_text())["espeak"]["voice"]
         self.rate = int(self._tts.sample_rate)
-        self._lock = threading.Lock()
 
     def synthesize(self, text: str) -> Int16:
         import piper_phonemize
         import sherpa_onnx
 
-        phonemes = piper_phonemize.phonemize_espeak(text, self._espeak_voice)
+        with _ESPEAK:
+            phonemes = piper_phonemize.phonemize_espeak(text, self._espeak_voice)
         codepoints = [[ord(ch) for ch in sentence] for sentence in phonemes if sentence]
         if not codepoints:
             return np.zeros(0, dtype="<i2")
         config = sherpa_onnx.GenerationConfig()
         config.phoneme_codepoints = codepoints
-        with self._lock:  # one generation at a time per engine (onnxruntime session state)
-            audio = self._tts.generate(text, config)
+        audio = self._tts.generate(text, config)
         return float_to_pcm16(np.asarray(audio.samples, dtype=np.float32))
+
+
+_ESPEAK = threading.Lock()
 
 
 def prepare_piper(data_dir: Path, voice: str) -> Path:

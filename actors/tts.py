@@ -1,22 +1,33 @@
 """TTS worker (seeds/003 pipeline): speaks each reply sentence as the character agent
 streams it, so speech starts before the reply is complete.
 
-Per spoken turn two tasks: a synthesizer that turns sentences into audio as they
-arrive (ahead of playback), and a player that releases the audio in 100 ms chunks at
-the pace it is heard, at most ``LEAD`` seconds ahead of the listener: the edge's jitter
-buffer stays small, an interruption silences the character within a chunk, and we know
-what the user actually heard. An interrupt cancels both and reports that (``voice.heard``)
-so history records it.
+Per spoken turn a player releases the audio in 100 ms chunks at the pace it is heard, at
+most ``LEAD`` seconds ahead of the listener: the edge's jitter buffer stays small, an
+interruption silences the character within a chunk, and we know what the user actually
+heard. An interrupt stops it and reports that (``voice.heard``) so history records it.
 
-Synthesis runs in worker threads on a small pool of engines (the native code releases
-the GIL): one per core.
+Sentences are synthesized as they arrive by one scheduler for all sessions, earliest
+deadline first: of the turns with text waiting, the one whose listener runs out of audio
+soonest (a turn not yet heard at all first), and none more than ``AHEAD`` seconds ahead
+of its listener. Several sessions speaking at once then each get their next sentence in
+time, and the model writing their replies keeps the CPU that speech far ahead would take.
+
+Synthesis runs in worker threads, one per core (the native code releases the GIL), on one
+engine per voice that they share: a Piper voice's onnxruntime session runs several
+generations at once (bit-identical to one at a time), so a second engine would only cost
+its ~190 MB. Each generation uses one core: a two-thread generation stalls at its
+barriers whenever the other core is busy (the model writing the rest of the reply), and
+then takes twice as long as on one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import os
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +45,8 @@ from config.settings import settings
 CHUNK_SECONDS = 0.1
 LEAD = 0.3
 """Seconds of speech released ahead of the listener."""
+AHEAD = 2.5
+"""Seconds of speech synthesized ahead of the listener before the next sentence waits."""
 DEFAULT_VOICE = "en_US-joe-medium"
 
 
@@ -44,7 +57,15 @@ class Utterance:
     turn: int
     cause: Envelope[Any]
     voice: str
-    texts: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    pending: deque[tuple[str, float]] = field(default_factory=deque)
+    """Sentences waiting for synthesis, in order, with when each arrived."""
+    all_text: bool = False
+    """The reply is complete: no more sentences will come."""
+    busy: bool = False
+    """A sentence of this turn is being synthesized (one at a time: they play in order)."""
+    ended: bool = False
+    synthesized: float = 0.0
+    """Seconds of speech synthesized so far."""
     audio: asyncio.Queue[tuple[str, Int16, int] | None] = field(default_factory=asyncio.Queue)
     """(text, PCM16, sample rate) per synthesized sentence; None at the end."""
     spans: list[tuple[float, float, str]] = field(default_factory=list)
@@ -52,6 +73,10 @@ class Utterance:
     released: float = 0.0
     started: float | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def lead(self, now: float) -> float:
+        """Seconds of synthesized speech the listener has not heard yet (0: runs dry now)."""
+        return self.synthesized - (now - self.started if self.started is not None else 0.0)
 
     def heard(self) -> str:
         """The words the listener has heard by now."""
@@ -76,36 +101,45 @@ class TtsWorker(Actor):
 
     async def on_start(self) -> None:
         self.cards: dict[str, Card] = load_cards()
-        self._engines_n = max(1, min(2, os.cpu_count() or 1))
-        self._pool = ThreadPoolExecutor(max_workers=self._engines_n, thread_name_prefix="tts")
-        self._engines: dict[str, asyncio.Queue[Synthesizer]] = {}
+        self._workers = max(1, min(2, os.cpu_count() or 1))
+        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="tts")
+        self._engines: dict[str, Synthesizer] = {}
+        self._loading: dict[str, asyncio.Future[Synthesizer]] = {}
         self._utterances: dict[str, Utterance] = {}
-        await self._engine_pool(DEFAULT_VOICE)  # load before saying ready: the first reply should not wait
-        self.log.info("speech synthesizer ready", engines=self._engines_n)
+        self._running = 0
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._scheduler = asyncio.create_task(self._schedule(), name="tts-schedule")
+        await self._engine(DEFAULT_VOICE)  # load before saying ready: the first reply should not wait
+        self.log.info("speech synthesizer ready", workers=self._workers)
 
     async def on_stop(self) -> None:
-        for utt in self._utterances.values():
-            for task in utt.tasks:
-                task.cancel()
+        self._scheduler.cancel()
+        for task in [*self._jobs, *(t for utt in self._utterances.values() for t in utt.tasks)]:
+            task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _engine_pool(self, voice: str) -> asyncio.Queue[Synthesizer]:
-        pool = self._engines.get(voice)
-        if pool is None:
+    async def _engine(self, voice: str) -> Synthesizer:
+        """The voice's engine, loaded once (sessions asking for it meanwhile wait for that load)."""
+        engine = self._engines.get(voice)
+        if engine is not None:
+            return engine
+        loading = self._loading.get(voice)
+        if loading is None:
             cfg = settings()
-            engines: list[Synthesizer]
             if voice.startswith("cosyvoice"):
-                engines = [CosyVoiceSynthesizer(voice, cfg.dashscope_api_key, cfg.dashscope_ws_url)
-                           for _ in range(self._engines_n)]  # fmt: skip
+                loading = asyncio.get_running_loop().create_future()
+                loading.set_result(CosyVoiceSynthesizer(voice, cfg.dashscope_api_key, cfg.dashscope_ws_url))
             else:
-                loop = asyncio.get_running_loop()
-                engines = [await loop.run_in_executor(self._pool, PiperSynthesizer, cfg.data_dir, voice, 2)
-                           for _ in range(self._engines_n)]  # fmt: skip
-            pool = asyncio.Queue()
-            for engine in engines:
-                pool.put_nowait(engine)
-            self._engines[voice] = pool
-        return pool
+                loading = asyncio.wrap_future(self._pool.submit(PiperSynthesizer, cfg.data_dir, voice, 1))
+            self._loading[voice] = loading
+        try:
+            engine = await asyncio.shield(loading)
+        finally:
+            if loading.done():
+                self._loading.pop(voice, None)
+        self._engines[voice] = engine
+        return engine
 
     async def on_message(self, env: Envelope[Any]) -> None:
         session, body = env.session, env.body
@@ -118,11 +152,13 @@ class TtsWorker(Actor):
                     voice = settings().tts_voice or (card.voice if card is not None else "") or DEFAULT_VOICE
                     self._begin(session, Utterance(env.turn, env, voice))
             case Sentence():
-                if utt is not None and utt.turn == env.turn:
-                    utt.texts.put_nowait(body.text)
+                if utt is not None and utt.turn == env.turn and not utt.all_text:
+                    utt.pending.append((body.text, time.monotonic()))
+                    self._wake.set()
             case Reply():
                 if utt is not None and utt.turn == env.turn:
-                    utt.texts.put_nowait(None)
+                    utt.all_text = True
+                    self._end_if_done(utt)
             case Interrupt():
                 if utt is not None and utt.turn < env.turn:
                     heard = utt.heard() if utt.started is not None else None
@@ -134,43 +170,78 @@ class TtsWorker(Actor):
 
     def _begin(self, session: str, utt: Utterance) -> None:
         self._utterances[session] = utt
-        utt.tasks = [
-            asyncio.create_task(self._synthesize(session, utt), name=f"tts-synth:{session}"),
-            asyncio.create_task(self._play(session, utt), name=f"tts-play:{session}"),
-        ]
+        utt.tasks = [asyncio.create_task(self._play(session, utt), name=f"tts-play:{session}")]
 
     def _stop(self, session: str) -> None:
         utt = self._utterances.pop(session, None)
         if utt is not None:
+            utt.pending.clear()
             for task in utt.tasks:
                 task.cancel()
 
-    async def _synthesize(self, session: str, utt: Utterance) -> None:
-        loop = asyncio.get_running_loop()
+    async def _schedule(self) -> None:
+        """Starts syntheses while threads are free: earliest deadline first, none too far ahead."""
+        while True:
+            self._wake.clear()
+            wait = math.inf
+            while self._running < self._workers:
+                now = time.monotonic()
+                due: Utterance | None = None
+                for utt in self._utterances.values():
+                    if utt.busy or not utt.pending:
+                        continue
+                    lead = utt.lead(now)
+                    if lead >= AHEAD:
+                        wait = min(wait, lead - AHEAD)  # its turn comes as the listener catches up
+                    elif due is None or lead < due.lead(now):
+                        due = utt
+                if due is None:
+                    break
+                due.busy = True
+                self._running += 1
+                job = asyncio.create_task(self._synthesize(due, *due.pending.popleft()))
+                self._jobs.add(job)
+                job.add_done_callback(self._jobs.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), None if math.isinf(wait) else max(wait, 0.01))
+
+    async def _synthesize(self, utt: Utterance, text: str, arrived: float) -> None:
+        t0 = time.monotonic()
+        lead = utt.lead(t0)
         try:
-            engines = await self._engine_pool(utt.voice)
-        except SpeechError as exc:
-            await self.bus.publish(ChatError("voice_unavailable", str(exc)), cause=utt.cause)
-            utt.audio.put_nowait(None)
-            return
-        while (text := await utt.texts.get()) is not None:
-            engine = await engines.get()
-            t0 = time.perf_counter()
             try:
-                pcm = await loop.run_in_executor(self._pool, engine.synthesize, text)
-                self.log.debug("synthesized", text=text[:60], ms=round((time.perf_counter() - t0) * 1000),
-                               seconds=round(len(pcm) / engine.rate, 2))  # fmt: skip
+                engine = await self._engine(utt.voice)
+            except SpeechError as exc:
+                await self.bus.publish(ChatError("voice_unavailable", str(exc)), cause=utt.cause)
+                utt.pending.clear()
+                utt.all_text = True
+                return
+            try:
+                pcm = await asyncio.get_running_loop().run_in_executor(self._pool, engine.synthesize, text)
             except SpeechError as exc:  # the provider refused (key, task-failed, timeout): the text goes on
                 self.log.warning("synthesis failed", error=exc.args[0])
                 await self.bus.publish(ChatError("tts_failed", exc.args[0]), cause=utt.cause)
-                break
+                utt.pending.clear()
+                utt.all_text = True
+                return
             except Exception as exc:  # a sentence the engine cannot say is skipped, not fatal
                 self.log.warning("synthesis failed", error=str(exc), text=text[:80])
-                continue
-            finally:
-                engines.put_nowait(engine)
+                return
+            self.log.debug("synthesized", session=utt.cause.session, text=text[:60], lead_ms=round(lead * 1000),
+                           waited_ms=round((t0 - arrived) * 1000), ms=round((time.monotonic() - t0) * 1000),
+                           seconds=round(len(pcm) / engine.rate, 2))  # fmt: skip
+            utt.synthesized += len(pcm) / engine.rate
             utt.audio.put_nowait((text, pcm, engine.rate))
-        utt.audio.put_nowait(None)
+        finally:
+            utt.busy = False
+            self._running -= 1
+            self._end_if_done(utt)
+            self._wake.set()
+
+    def _end_if_done(self, utt: Utterance) -> None:
+        if utt.all_text and not utt.pending and not utt.busy and not utt.ended:
+            utt.ended = True
+            utt.audio.put_nowait(None)
 
     async def _play(self, session: str, utt: Utterance) -> None:
         seq = 0

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, cast
 
+import numpy as np
 import pytest
 
-from actors import stt
-from actors.speech import collapse_repeats, prepare_piper
+from actors import stt, tts
+from actors.speech import Int16, PiperSynthesizer, collapse_repeats, prepare_piper
 from actors.stt import SttWorker
+from actors.tts import TtsWorker, Utterance
+from bus.voice import TtsAudio
 
 
 def test_a_transcript_that_starts_over_is_cut_back_to_one_copy() -> None:
@@ -47,3 +54,96 @@ def test_piper_is_prepared_once_with_sherpa_metadata(tmp_path: Path) -> None:
     assert model.stat().st_mtime_ns == stamp  # not written again
     with pytest.raises(Exception, match="unknown Piper voice"):
         prepare_piper(tmp_path, "xx_XX-nobody")
+
+
+def test_one_piper_engine_serves_several_threads_at_once() -> None:
+    """The TTS worker shares one engine per voice between its threads (no lock around the
+    generation): concurrent generations must give exactly what one at a time gives."""
+    engine = PiperSynthesizer(Path(tempfile.gettempdir()) / "greenroom-test-voice", noise=False)
+    texts = ["The capital of France is Paris, a city of lights.", "Hello there!", "Gravity pulls us down, my dear.",
+             "Why did the robot cross the road? To get to the other side."]  # fmt: skip
+    alone = {text: engine.synthesize(text) for text in texts}
+    assert all(np.array_equal(engine.synthesize(t), alone[t]) for t in texts)  # without noise: deterministic
+    assert all(len(pcm) > engine.rate // 4 for pcm in alone.values())
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(engine.synthesize, texts * 3))
+    assert all(np.array_equal(pcm, alone[text]) for pcm, text in zip(together, texts * 3, strict=True))
+
+
+class FakeVoice:
+    """Speech of a fixed length, instantly; records when each sentence was asked for."""
+
+    rate = 1000
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.asked: list[tuple[float, str]] = []
+
+    def synthesize(self, text: str) -> Int16:
+        self.asked.append((time.monotonic(), text))
+        return np.zeros(int(self.rate * self.seconds), dtype="<i2")
+
+
+class Published:
+    def __init__(self) -> None:
+        self.out: asyncio.Queue[tuple[Any, dict[str, Any]]] = asyncio.Queue()
+
+    async def publish(self, body: Any, **kw: Any) -> Any:
+        self.out.put_nowait((body, kw))
+        return SimpleNamespace(id="e")
+
+
+CAUSE = cast(Any, SimpleNamespace(session="s"))
+
+
+async def tts_worker(monkeypatch: pytest.MonkeyPatch, engine: FakeVoice) -> tuple[TtsWorker, Published]:
+    monkeypatch.setattr(tts, "PiperSynthesizer", lambda *args: engine)
+    published = Published()
+    worker = TtsWorker(cast(Any, published))
+    await worker.on_start()
+    return worker, published
+
+
+async def test_the_listener_about_to_run_dry_is_served_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = FakeVoice(0.5)
+    worker, _ = await tts_worker(monkeypatch, engine)
+    worker._workers = 1  # one thread: the order is the scheduler's choice
+    try:
+        far = Utterance(1, CAUSE, tts.DEFAULT_VOICE, synthesized=2.0, started=time.monotonic())
+        new = Utterance(1, CAUSE, tts.DEFAULT_VOICE)
+        worker._utterances.update({"far": far, "new": new})
+        far.pending.extend([("far one", 0.0), ("far two", 0.0)])
+        new.pending.extend([("new one", 0.0), ("new two", 0.0)])
+        worker._wake.set()
+        for queue in (new.audio, new.audio, far.audio, far.audio):
+            await asyncio.wait_for(queue.get(), 5)
+        # 'new' has nothing to play: both its sentences go before 'far' (2 s of speech left) gets its next
+        assert [text for _, text in engine.asked][:2] == ["new one", "new two"]
+    finally:
+        await worker.on_stop()
+
+
+async def test_speech_is_synthesized_at_most_ahead_seconds_before_it_is_heard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tts, "AHEAD", 0.5)
+    engine = FakeVoice(0.2)
+    worker, published = await tts_worker(monkeypatch, engine)
+    try:
+        utt = Utterance(1, CAUSE, tts.DEFAULT_VOICE)
+        worker._begin("s", utt)
+        utt.pending.extend((f"sentence {i}", 0.0) for i in range(8))
+        utt.all_text = True
+        worker._wake.set()
+        chunks = []
+        while True:
+            body, _ = await asyncio.wait_for(published.out.get(), 10)
+            chunks.append(body)
+            if body.last:
+                break
+        assert utt.started is not None
+        assert [text for _, text in engine.asked] == [f"sentence {i}" for i in range(8)]  # all of it, in order
+        assert all(isinstance(c, TtsAudio) for c in chunks) and len(chunks) == 8 * 2 + 1  # 100 ms chunks, the end
+        leads = [0.2 * k - max(0.0, at - utt.started) for k, (at, _) in enumerate(engine.asked)]
+        assert max(leads) < 0.5 + 0.05  # never more than AHEAD (+ scheduling slack) ahead of the listener
+        assert engine.asked[-1][0] - utt.started > 1.6 - 0.5 - 0.2 - 0.1  # so the last came late, as needed
+    finally:
+        await worker.on_stop()
