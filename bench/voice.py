@@ -14,7 +14,7 @@ the embedded SmolLM2 model, the edge). Questions are spoken by the Piper voice, 
   ``--listen`` seconds. The largest N where every session keeps up is reported.
 - memory: RSS of every process of the system (the model server listed apart).
 
-Usage: python bench/voice.py [--turns 12] [--sessions 1 2 4 8 10] [--listen 6]
+Usage: python bench/voice.py [--turns 12] [--sessions 1 2 4 8 10] [--listen 6] [--log FILE]
 Writes bench/results/voice.json.
 """
 
@@ -237,15 +237,18 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=12)
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8, 10])
     parser.add_argument("--listen", type=float, default=6.0)
+    parser.add_argument("--log", type=Path, help="write the system's debug log (JSON lines) here")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="grv-", dir="/tmp"))
     http_port, llm_port = free_port(), free_port()
     env = {**os.environ, "GREENROOM_DATA_DIR": str(tmp), "GREENROOM_HTTP_PORT": str(http_port),
-           "GREENROOM_LLM_PORT": str(llm_port), "GREENROOM_LOG_LEVEL": "warning",
+           "GREENROOM_LLM_PORT": str(llm_port), "GREENROOM_LOG_LEVEL": "debug" if args.log else "warning",
            "GREENROOM_LOG_FORMAT": "json"}  # fmt: skip
     for var in ("DATABASE_URL", "OPENAI_BASE_URL"):
         env.pop(var, None)
-    system = subprocess.Popen([sys.executable, str(ROOT / "run.py")], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    log = args.log.open("w") if args.log else None
+    system = subprocess.Popen([sys.executable, str(ROOT / "run.py")], cwd=ROOT, env=env,
+                              stderr=log or subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{http_port}"
     endpoints = Endpoints(f"ipc://{tmp.resolve()}/run/bus")
     report: dict[str, Any] = {
@@ -262,6 +265,8 @@ def main() -> None:
     finally:
         system.send_signal(signal.SIGTERM)
         system.wait(timeout=60)
+        if log is not None:
+            log.close()
     report["targets"] = "voice-to-voice p50 <= 600 ms, p90 <= 900 ms; >= 8 concurrent speaking sessions; < 500 MB RSS"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "voice.json").write_text(json.dumps(report, indent=2) + "\n")
