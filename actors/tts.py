@@ -98,6 +98,7 @@ class TtsWorker(Actor):
     name = "tts"
     handles = (TurnStarted, Sentence, Reply, Interrupt, EndSession)
     interrupt_cancels = False  # handlers only enqueue; interrupts stop the turn's tasks here
+    _scheduler: asyncio.Task[None]
 
     async def on_start(self) -> None:
         self.cards: dict[str, Card] = load_cards()
@@ -109,7 +110,7 @@ class TtsWorker(Actor):
         self._running = 0
         self._jobs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._scheduler = asyncio.create_task(self._schedule(), name="tts-schedule")
+        self._start_scheduler()
         await self._engine(DEFAULT_VOICE)  # load before saying ready: the first reply should not wait
         self.log.info("speech synthesizer ready", workers=self._workers)
 
@@ -178,6 +179,16 @@ class TtsWorker(Actor):
             utt.pending.clear()
             for task in utt.tasks:
                 task.cancel()
+
+    def _start_scheduler(self, ended: asyncio.Task[None] | None = None) -> None:
+        """Starts the scheduler, again if it ever failed: speech must not stop for good."""
+        if ended is not None:
+            if ended.cancelled() or ended is not self._scheduler:
+                return
+            self.log.error("speech scheduler failed; restarted", error=repr(ended.exception()))
+        self._scheduler = asyncio.create_task(self._schedule(), name="tts-schedule")
+        self._scheduler.add_done_callback(self._start_scheduler)
+        self._wake.set()
 
     async def _schedule(self) -> None:
         """Starts syntheses while threads are free: earliest deadline first, none too far ahead."""

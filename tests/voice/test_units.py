@@ -147,3 +147,26 @@ async def test_speech_is_synthesized_at_most_ahead_seconds_before_it_is_heard(mo
         assert engine.asked[-1][0] - utt.started > 1.6 - 0.5 - 0.2 - 0.1  # so the last came late, as needed
     finally:
         await worker.on_stop()
+
+
+async def test_a_failed_scheduler_is_restarted_and_speech_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = FakeVoice(0.2)
+    worker, _ = await tts_worker(monkeypatch, engine)
+    try:
+        broken = Utterance(1, CAUSE, tts.DEFAULT_VOICE)
+        broken.pending.append(("boom", 0.0))
+        monkeypatch.setattr(broken, "lead", lambda now: 1 / 0)  # the scheduler trips over it
+        worker._utterances["broken"] = broken
+        worker._wake.set()
+        first = worker._scheduler
+        await asyncio.wait_for(asyncio.wait({first}), 5)
+        assert isinstance(first.exception(), ZeroDivisionError)
+        del worker._utterances["broken"]
+        utt = Utterance(1, CAUSE, tts.DEFAULT_VOICE)
+        worker._utterances["s"] = utt
+        utt.pending.append(("still speaking", 0.0))
+        worker._wake.set()
+        await asyncio.wait_for(utt.audio.get(), 5)
+        assert worker._scheduler is not first and [t for _, t in engine.asked] == ["still speaking"]
+    finally:
+        await worker.on_stop()
