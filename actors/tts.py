@@ -47,6 +47,11 @@ LEAD = 0.3
 """Seconds of speech released ahead of the listener."""
 AHEAD = 2.5
 """Seconds of speech synthesized ahead of the listener before the next sentence waits."""
+START_SHARED = 1.5
+"""While other sessions' replies are being synthesized too, a turn starts playing once this
+much of it is ready (or it is all ready, or ``HOLD`` has passed): its short first piece
+alone would run out before its next sentence, slower to come under load, is ready."""
+HOLD = 1.0
 DEFAULT_VOICE = "en_US-joe-medium"
 
 
@@ -66,6 +71,8 @@ class Utterance:
     ended: bool = False
     synthesized: float = 0.0
     """Seconds of speech synthesized so far."""
+    grew: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when more speech is ready, or all of it."""
     audio: asyncio.Queue[tuple[str, Int16, int] | None] = field(default_factory=asyncio.Queue)
     """(text, PCM16, sample rate) per synthesized sentence; None at the end."""
     spans: list[tuple[float, float, str]] = field(default_factory=list)
@@ -242,6 +249,7 @@ class TtsWorker(Actor):
                            waited_ms=round((t0 - arrived) * 1000), ms=round((time.monotonic() - t0) * 1000),
                            seconds=round(len(pcm) / engine.rate, 2))  # fmt: skip
             utt.synthesized += len(pcm) / engine.rate
+            utt.grew.set()
             utt.audio.put_nowait((text, pcm, engine.rate))
         finally:
             utt.busy = False
@@ -252,13 +260,28 @@ class TtsWorker(Actor):
     def _end_if_done(self, utt: Utterance) -> None:
         if utt.all_text and not utt.pending and not utt.busy and not utt.ended:
             utt.ended = True
+            utt.grew.set()
             utt.audio.put_nowait(None)
+
+    async def _start_when_enough(self, utt: Utterance) -> None:
+        """Alone, a turn starts with its first piece; sharing the CPU, with ``START_SHARED``."""
+        others = sum(other is not utt and not other.ended for other in self._utterances.values())
+        if not others:
+            return
+        deadline = time.monotonic() + HOLD
+        self.log.debug("first piece held", session=utt.cause.session, others=others, ready=round(utt.synthesized, 2))
+        while utt.synthesized < START_SHARED and not utt.ended and (left := deadline - time.monotonic()) > 0:
+            utt.grew.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(utt.grew.wait(), left)
 
     async def _play(self, session: str, utt: Utterance) -> None:
         seq = 0
         rate = 22050
         try:
             while (item := await utt.audio.get()) is not None:
+                if utt.started is None:
+                    await self._start_when_enough(utt)
                 text, pcm, rate = item
                 step = int(rate * CHUNK_SECONDS)
                 utt.spans.append((utt.released, utt.released + len(pcm) / rate, text))

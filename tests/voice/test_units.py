@@ -89,7 +89,7 @@ class Published:
         self.out: asyncio.Queue[tuple[Any, dict[str, Any]]] = asyncio.Queue()
 
     async def publish(self, body: Any, **kw: Any) -> Any:
-        self.out.put_nowait((body, kw))
+        self.out.put_nowait((body, {**kw, "at": time.monotonic()}))
         return SimpleNamespace(id="e")
 
 
@@ -168,5 +168,41 @@ async def test_a_failed_scheduler_is_restarted_and_speech_goes_on(monkeypatch: p
         worker._wake.set()
         await asyncio.wait_for(utt.audio.get(), 5)
         assert worker._scheduler is not first and [t for _, t in engine.asked] == ["still speaking"]
+    finally:
+        await worker.on_stop()
+
+
+async def test_sharing_the_cpu_a_turn_starts_with_enough_speech_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = FakeVoice(0.5)
+    worker, published = await tts_worker(monkeypatch, engine)
+
+    async def first_chunk(session: str) -> float:
+        while True:
+            _, kw = await asyncio.wait_for(published.out.get(), 5)
+            if kw["cause"].session == session:
+                return float(kw["at"])
+
+    def turn(session: str, *texts: str) -> Utterance:
+        utt = Utterance(1, cast(Any, SimpleNamespace(session=session)), tts.DEFAULT_VOICE)
+        worker._begin(session, utt)
+        utt.pending.extend((text, 0.0) for text in texts)
+        worker._wake.set()
+        return utt
+
+    try:
+        alone = turn("alone", "first piece")
+        await first_chunk("alone")  # alone: its first piece plays at once
+        assert not alone.ended  # and its reply is still being written: the CPU is shared from now on
+
+        shared = turn("shared", "first piece")
+        await asyncio.wait_for(shared.grew.wait(), 5)  # 0.5 s ready
+        shared.pending.extend([("second", 0.0), ("third", 0.0)])
+        worker._wake.set()
+        started = await first_chunk("shared")
+        assert started >= engine.asked[-1][0] and shared.synthesized >= tts.START_SHARED  # held until 1.5 s
+
+        turn("late", "only piece")  # nothing more comes: it starts after HOLD anyway
+        started = await first_chunk("late")
+        assert started - engine.asked[-1][0] >= tts.HOLD - 0.05
     finally:
         await worker.on_stop()
