@@ -130,8 +130,22 @@ class TtsWorker(Actor):
     async def _engine(self, voice: str) -> Synthesizer:
         """The voice's engine, loaded once (sessions asking for it meanwhile wait for that load)."""
         engine = self._engines.get(voice)
-        if engine is not None:
-            return engine
+        if engine is None:
+            cfg = settings()
+            if voice.startswith("cosyvoice"):  # a client per call: nothing to load
+                engine = CosyVoiceSynthesizer(voice, cfg.dashscope_api_key, cfg.dashscope_ws_url)
+            else:
+                loading = self._loading.get(voice)
+                if loading is None:
+                    loading = asyncio.wrap_future(self._pool.submit(PiperSynthesizer, cfg.data_dir, voice, 1))
+                    self._loading[voice] = loading
+                try:
+                    engine = await asyncio.shield(loading)
+                finally:
+                    if loading.done():
+                        self._loading.pop(voice, None)
+            self._engines[voice] = engine
+        return engine
         loading = self._loading.get(voice)
         if loading is None:
             cfg = settings()
@@ -230,17 +244,13 @@ class TtsWorker(Actor):
             try:
                 engine = await self._engine(utt.voice)
             except SpeechError as exc:
-                await self.bus.publish(ChatError("voice_unavailable", str(exc)), cause=utt.cause)
-                utt.pending.clear()
-                utt.all_text = True
+                await self._give_up(utt, ChatError("voice_unavailable", str(exc)))
                 return
             try:
                 pcm = await asyncio.get_running_loop().run_in_executor(self._pool, engine.synthesize, text)
             except SpeechError as exc:  # the provider refused (key, task-failed, timeout): the text goes on
                 self.log.warning("synthesis failed", error=exc.args[0])
-                await self.bus.publish(ChatError("tts_failed", exc.args[0]), cause=utt.cause)
-                utt.pending.clear()
-                utt.all_text = True
+                await self._give_up(utt, ChatError("tts_failed", exc.args[0]))
                 return
             except Exception as exc:  # a sentence the engine cannot say is skipped, not fatal
                 self.log.warning("synthesis failed", error=str(exc), text=text[:80])
@@ -256,6 +266,12 @@ class TtsWorker(Actor):
             self._running -= 1
             self._end_if_done(utt)
             self._wake.set()
+
+    async def _give_up(self, utt: Utterance, error: ChatError) -> None:
+        """The turn's voice failed: say so, and end its speech with what was already said."""
+        await self.bus.publish(error, cause=utt.cause)
+        utt.pending.clear()
+        utt.all_text = True
 
     def _end_if_done(self, utt: Utterance) -> None:
         if utt.all_text and not utt.pending and not utt.busy and not utt.ended:

@@ -8,6 +8,7 @@ import re
 # decimals like "3.5" are not ends; a short first clause may be cut at a comma for a fast start.
 _END = re.compile(r"[.!?…]+[\"')\]]*\s+")
 _CLAUSE = re.compile(r"[,;:—]\s+")
+_WORD = re.compile(r"\S+")
 _ABBREV = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "etc.", "no.", "jr.", "sr."}
 
 
@@ -65,8 +66,8 @@ class SentenceSplitter:
             start = match.end()
         self._buf = self._buf[start:]
         # A sentence still running: its pieces so far whose words are all complete.
-        tail = self._buf if self._buf[-1:].isspace() else self._buf[: _last_word_start(self._buf)]
-        if self._max is not None and len(tail.split()) > self._max:
+        if self._max is not None and len(self._buf.split()) > self._max:
+            tail = self._buf if self._buf[-1:].isspace() else self._buf[: _last_word_start(self._buf)]
             pieces, used = self._pieces(tail, final=False)
             out.extend(pieces)
             self._buf = self._buf[used:]
@@ -83,7 +84,7 @@ class SentenceSplitter:
         more words to join it."""
         if self._max is None:
             return ([text.strip()] if final else []), (len(text) if final else 0)
-        ends = [m.end() for m in re.finditer(r"\S+", text)]
+        ends = [m.end() for m in _WORD.finditer(text)]
         pieces: list[str] = []
         used = first = 0  # characters and words already cut off
         while len(ends) - first > self._max:
@@ -104,10 +105,10 @@ class SentenceSplitter:
 
 def _last_word_start(text: str) -> int:
     """Index of the last word of ``text`` (it may still grow)."""
-    words = list(re.finditer(r"\S+", text))
+    words = list(_WORD.finditer(text))
     return words[-1].start() if words else len(text)
 
 
 def _nth_word_end(text: str, n: int) -> int:
     """Index just past the ``n``-th word of ``text``."""
-    return [m.end() for m in re.finditer(r"\S+", text)][n - 1]
+    return [m.end() for m in _WORD.finditer(text)][n - 1]
