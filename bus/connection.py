@@ -35,8 +35,8 @@ log = logging.getLogger("greenroom.bus")
 
 Handler = Callable[[Envelope[Any], "str | None"], None]
 """Called with each decoded message and the work queue it came from (None for events)."""
-RawHandler = Callable[[list[bytes]], None]
-"""Called with each event's frames, undecoded (taps and recorders)."""
+RawHandler = Callable[[list[list[bytes]]], None]
+"""Called with the frames of the events read in one go, undecoded and in order (taps and recorders)."""
 BATCH = 512  # messages drained per reader callback before yielding to the loop
 RAW_BATCH = 256  # the same for taps (small: a tap's writer needs its turns on a busy loop)
 MAX_SEQ_KEYS = 50_000
@@ -109,7 +109,7 @@ class Connection:
     ) -> None:
         """Connect, subscribe, and return once publishing and subscriptions are live.
 
-        With ``raw``, events are handed over as frames without decoding.
+        With ``raw``, events are handed over as frames without decoding, a batch per call.
         """
         self._loop = asyncio.get_running_loop()
         self._handler = handler
@@ -332,27 +332,29 @@ class Connection:
         self._loop.call_soon(self._drain, sock, queue)  # more may be waiting; let others run first
 
     def _drain_raw(self, sock: zmq.Socket[bytes], raw: RawHandler) -> None:
-        """A tap's drain: frames straight to its handler (the hot path of the telemetry sink)."""
-        n = 0
+        """A tap's drain: the frames of up to ``RAW_BATCH`` events, in order, to its handler in
+        one call (the hot path of the telemetry sink)."""
+        events: list[list[bytes]] = []
+        append = events.append
         try:
-            while n < RAW_BATCH:
+            while len(events) < RAW_BATCH:
                 malformed, frames = recv_event(sock)
                 if malformed is not None:
-                    n += 1
-                    raw(malformed)
-                n += 1
+                    append(malformed)
+                append(frames)
                 if self._pending:  # our own probe may be among them
                     with contextlib.suppress(DecodeError):
                         self._resolve(decode(frames, self.registry))
-                raw(frames)
-                if self._events_paused:
-                    return
         except zmq.Again:
             return
         except zmq.ZMQError:
             return  # socket closed under us during shutdown
         finally:
-            self.stats["received"] += n
+            if events:
+                self.stats["received"] += len(events)
+                raw(events)
+        if self._events_paused:
+            return
         assert self._loop is not None
         self._loop.call_soon(self._drain, sock, None)  # more may be waiting; let others run first
 

@@ -59,9 +59,12 @@ class Tap:
     async def close(self) -> None:
         await self._conn.close()
 
-    def _on_frames(self, frames: list[bytes]) -> None:
-        if not self._live:
-            return
+    def _on_frames(self, events: list[list[bytes]]) -> None:
+        if self._live:
+            for frames in events:
+                self._on_event(frames)
+
+    def _on_event(self, frames: list[bytes]) -> None:
         try:
             raw = decode_raw(frames)
         except DecodeError as exc:
@@ -152,10 +155,12 @@ class Recorder:
         await self._conn.start(raw=self._on_frames, subscribe=self._types, timeout=timeout)
         self._live = True
 
-    def _on_frames(self, frames: list[bytes]) -> None:
+    def _on_frames(self, events: list[list[bytes]]) -> None:
         if self._live:
-            self._out.write(self._packer.pack([time.monotonic_ns(), frames]))
-            self.count += 1
+            pack, write = self._packer.pack, self._out.write
+            for frames in events:
+                write(pack([time.monotonic_ns(), frames]))
+            self.count += len(events)
 
     async def close(self) -> None:
         await self._conn.close()
