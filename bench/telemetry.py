@@ -7,7 +7,8 @@ small events (``diag.ping``, 100 sessions; pre-encoded, sent from a plain socket
 thread in 10 ms slices, so the generator costs as little as it can) at that rate for
 ``--seconds``, waits until the sink says every one is written or counted lost (its buffer's
 ``overflow``, or ``missed``: dropped by the broker), and counts them in the database. A
-rate is sustained when all are stored within 0.5 s of the last one sent. Before each
+rate is kept up when all are stored within 0.5 s of the last one sent; the figure reported is
+the highest rate kept up with every lower rate tried kept up too. Before each
 round (sink or baseline) the tables are emptied and a CHECKPOINT taken, so both start alike.
 
 Baseline, same run, same database: ``asyncpg.copy_records_to_table`` of N rows shaped
@@ -197,9 +198,14 @@ def main() -> None:
             sink.wait(timeout=30)
     server.cleanup()
     shutil.rmtree(tmp, ignore_errors=True)
-    kept = [r for r in report["rounds"] if r["sink"]["kept_up"]]
-    best = max(kept, key=lambda r: r["sink"]["rate"]) if kept else None
-    report["sustained_events_per_s"] = best["sink"]["rate"] if best else 0
+    # The highest rate kept up with every lower rate kept up too: one lucky round at a high rate on this
+    # noisy VM is not a sustained rate.
+    sustained = 0
+    for r in sorted(report["rounds"], key=lambda r: r["sink"]["rate"]):
+        if not r["sink"]["kept_up"]:
+            break
+        sustained = r["sink"]["rate"]
+    report["sustained_events_per_s"] = sustained
     lossless = [r for r in report["rounds"] if r["sink"]["lost"] == 0]
     report["best_lossless_throughput_per_s"] = max((r["sink"]["throughput_per_s"] for r in lossless), default=0.0)
     report["raw_copy_rows_per_s_median"] = sorted(r["raw_copy"]["rows_per_s"] for r in report["rounds"])[
