@@ -146,8 +146,8 @@ class Supervisor:
             await self._spawn(child)
             assert child.proc is not None
             code = await child.proc.wait()
-            if self._stopping:
-                return
+            if self._stopping:  # stop() set it while we waited (mypy keeps the loop's narrowing across the await)
+                return  # type: ignore[unreachable]
             ran = time.monotonic() - child.started
             child.failures = 1 if ran >= self._backoff.stable_after else child.failures + 1
             delay = self._backoff.delay(child.failures)

@@ -146,22 +146,6 @@ class TtsWorker(Actor):
                         self._loading.pop(voice, None)
             self._engines[voice] = engine
         return engine
-        loading = self._loading.get(voice)
-        if loading is None:
-            cfg = settings()
-            if voice.startswith("cosyvoice"):
-                loading = asyncio.get_running_loop().create_future()
-                loading.set_result(CosyVoiceSynthesizer(voice, cfg.dashscope_api_key, cfg.dashscope_ws_url))
-            else:
-                loading = asyncio.wrap_future(self._pool.submit(PiperSynthesizer, cfg.data_dir, voice, 1))
-            self._loading[voice] = loading
-        try:
-            engine = await asyncio.shield(loading)
-        finally:
-            if loading.done():
-                self._loading.pop(voice, None)
-        self._engines[voice] = engine
-        return engine
 
     async def on_message(self, env: Envelope[Any]) -> None:
         session, body = env.session, env.body
