@@ -203,14 +203,15 @@ class TtsWorker(Actor):
             while self._running < self._workers:
                 now = time.monotonic()
                 due: Utterance | None = None
+                due_lead = AHEAD
                 for utt in self._utterances.values():
                     if utt.busy or not utt.pending:
                         continue
                     lead = utt.lead(now)
                     if lead >= AHEAD:
                         wait = min(wait, lead - AHEAD)  # its turn comes as the listener catches up
-                    elif due is None or lead < due.lead(now):
-                        due = utt
+                    elif lead < due_lead:
+                        due, due_lead = utt, lead
                 if due is None:
                     break
                 due.busy = True
