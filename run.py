@@ -16,12 +16,15 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from config import ConfigError, Settings, load_settings
 from config.logging import configure
+
+if TYPE_CHECKING:
+    from actors.supervisor import ProcessSpec
 
 ROOT = Path(__file__).resolve().parent
 log = structlog.get_logger("greenroom")
@@ -74,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     p = add("edge", "run the web edge (browser WebSocket, REST, the chat page)")
     p.add_argument("--host", help="listen address (env GREENROOM_HTTP_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (env GREENROOM_HTTP_PORT, default 8765)")
+    p.add_argument("--require", action="append", default=[], metavar="ACTOR",
+                   help="an actor /healthz also waits for, besides the configured groups' (repeatable)")  # fmt: skip
     p.set_defaults(func=_run_edge)
 
     p = add("tap", "print every message on the bus, live")
@@ -149,10 +154,25 @@ def _part(args: argparse.Namespace, settings: Settings, *words: str) -> tuple[st
     )  # fmt: skip
 
 
-async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
-    from actors.supervisor import ProcessSpec, Supervisor
-    from bus import Broker, Connection, Endpoints
+def _specs(args: argparse.Namespace, settings: Settings) -> list[ProcessSpec]:
+    """The supervised parts: every actor group, the embedded model's when no model is
+    configured, and the edge, whose /healthz then waits for the model too (the children
+    see it as a configured model: OPENAI_BASE_URL points them at it)."""
+    from actors.supervisor import ProcessSpec
     from config import Group
+
+    groups = list(settings.groups)
+    edge = ["edge", "--host", settings.http_host, "--port", str(settings.http_port)]
+    if settings.llm_base_url is None:
+        groups.append(Group("llm", ("llm",)))
+        edge += ["--require", "llm"]
+    specs = [ProcessSpec(g.name, _part(args, settings, "actor", "--name", g.name, *g.actors)) for g in groups]
+    return [*specs, ProcessSpec("edge", _part(args, settings, *edge))]
+
+
+async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
+    from actors.supervisor import Supervisor
+    from bus import Broker, Connection, Endpoints
 
     endpoints = Endpoints(settings.bus)
     stop = _stop_event()
@@ -163,13 +183,9 @@ async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
         pg, url = await asyncio.to_thread(start_embedded, settings.data_dir)
         os.environ["DATABASE_URL"] = url  # the children inherit it
         log.info("embedded postgres running", url=url)
-    groups = list(settings.groups)
+    specs = _specs(args, settings)
     if settings.llm_base_url is None:
-        groups.append(Group("llm", ("llm",)))
-        os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{settings.llm_port}/v1"
-    specs = [ProcessSpec(g.name, _part(args, settings, "actor", "--name", g.name, *g.actors)) for g in groups]
-    edge = ("edge", "--host", settings.http_host, "--port", str(settings.http_port))
-    specs.append(ProcessSpec("edge", _part(args, settings, *edge)))
+        os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{settings.llm_port}/v1"  # the children inherit it
     try:
         with Broker(endpoints) as broker:
             conn = Connection(endpoints, "supervisor")
@@ -198,7 +214,7 @@ async def _run_edge(args: argparse.Namespace, settings: Settings) -> int:
     from web.app import serve
 
     die_with_parent()
-    await serve(settings, _stop_event())
+    await serve(settings, _stop_event(), require=args.require)
     return 0
 
 

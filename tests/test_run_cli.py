@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import aiohttp
 import pytest
 
-from tests.helpers import spawn
+from bus import Broker, Connection, Endpoints
+from bus.system import Ready
+from tests.conftest import free_tcp_base
+from tests.helpers import spawn, stop
 
 
 async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -40,3 +45,53 @@ async def test_bad_input_exits_2_with_a_clear_message(
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def test_with_no_model_configured_the_edge_waits_for_the_embedded_one() -> None:
+    """run.py hosts the embedded model itself and then points every part at it, the edge
+    included: the edge must still count the model among the actors /healthz waits for."""
+    import run
+    from config import load_settings
+
+    args = run._parser().parse_args([])
+    hosted = run._specs(args, load_settings({"GREENROOM_CONFIG": "/dev/null"}))
+    assert [s.name for s in hosted][-2:] == ["llm", "edge"]
+    assert hosted[-1].argv[-2:] == ("--require", "llm")
+    configured = run._specs(args, load_settings({"GREENROOM_CONFIG": "/dev/null", "OPENAI_BASE_URL": "http://x/v1"}))
+    assert "llm" not in [s.name for s in configured] and "--require" not in configured[-1].argv
+
+
+async def test_healthz_waits_for_every_required_actor(short_tmp: Path) -> None:
+    endpoints = Endpoints(f"ipc://{short_tmp}/bus")
+    config = short_tmp / "lean.toml"
+    config.write_text('[[groups]]\nname = "echo"\nactors = ["echo"]\n')
+    port = free_tcp_base(1)
+    # OPENAI_BASE_URL as run.py sets it for its parts: to the edge, a model "configured".
+    env = {"GREENROOM_CONFIG": str(config), "GREENROOM_HTTP_PORT": str(port), "DATABASE_URL": "postgresql://unused/x",
+           "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}  # fmt: skip
+    with Broker(endpoints):
+        edge = await spawn("--bus", endpoints.events_out, "edge", "--require", "llm", env=env)
+        conn = Connection(endpoints, "fake-hosts")
+        await conn.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+
+                async def health() -> tuple[int, list[str]]:
+                    for _ in range(100):
+                        try:
+                            async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                                return resp.status, (await resp.json())["missing"]
+                        except aiohttp.ClientConnectionError:
+                            await asyncio.sleep(0.1)
+                    raise AssertionError("the edge never answered")
+
+                assert await health() == (503, ["echo", "llm"])
+                await conn.publish(Ready("echo", 1, ("echo",)))
+                await asyncio.sleep(0.3)
+                assert await health() == (503, ["llm"])
+                await conn.publish(Ready("llm", 2, ("llm",)))
+                await asyncio.sleep(0.3)
+                assert await health() == (200, [])
+        finally:
+            await conn.close()
+            assert await stop(edge) == 0

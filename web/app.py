@@ -112,9 +112,9 @@ def _page(name: str):  # type: ignore[no-untyped-def]
     return page
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Run the edge until ``stop`` is set."""
-    runner = web.AppRunner(create_app(settings), handle_signals=False)
+async def serve(settings: Settings, stop: asyncio.Event, require: Iterable[str] = ()) -> None:
+    """Run the edge until ``stop`` is set; /healthz waits for ``require`` too."""
+    runner = web.AppRunner(create_app(settings, [*required_actors(settings), *require]), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()
