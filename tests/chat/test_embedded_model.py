@@ -1,24 +1,38 @@
-"""The embedded SmolLM2 model, for real: a streamed, non-empty reply through the whole stack."""
+"""The embedded SmolLM2 model, for real: the requantized weights it serves, its warm
+prompt cache, and a streamed, non-empty reply through the whole stack."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
+import gguf
+import numpy as np
 import pytest
 
-from actors.llm_server import start_server, warm
+from actors.llm_server import SERVED_FILE, model_path, prepare_model, start_server, warm
+from brain.prompt import build_messages
+from config.characters import load_cards
 from tests.chat.conftest import ChatSystem
 from tests.conftest import free_tcp_base
 
+SLOTS = 2
+
 
 @pytest.fixture(scope="module")
-def smollm() -> Iterator[str]:
+def served_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return prepare_model(tmp_path_factory.mktemp("data"))  # as the llm actor does at start
+
+
+@pytest.fixture(scope="module")
+def smollm(served_model: Path) -> Iterator[str]:
     port = free_tcp_base(1)
-    server: Any = start_server(port, n_ctx=2048, parallel=2)
+    server: Any = start_server(port, n_ctx=2048, parallel=SLOTS, model=served_model)
     url = f"http://127.0.0.1:{port}/v1"
-    assert asyncio.run(warm(url, 2)) == 2  # as the llm actor does before it says it is ready
+    assert asyncio.run(warm(url, SLOTS)) == len(load_cards())  # as the llm actor does before it says it is ready
     yield url
     del server
 
@@ -26,6 +40,58 @@ def smollm() -> Iterator[str]:
 @pytest.fixture
 def llm_base_url(smollm: str) -> str:
     return smollm
+
+
+def test_the_served_model_is_the_shipped_one_requantized_to_q8_0(served_model: Path) -> None:
+    assert served_model.name == SERVED_FILE and served_model.parent.name == "models"
+    shipped, served = gguf.GGUFReader(model_path()), gguf.GGUFReader(served_model)
+    meta = {f.name: f.contents() for f in shipped.fields.values() if not f.name.startswith("GGUF.")}
+    assert {f.name: f.contents() for f in served.fields.values() if not f.name.startswith("GGUF.")} == meta
+    assert [t.name for t in served.tensors] == [t.name for t in shipped.tensors]
+    requantized = 0
+    for before, after in zip(shipped.tensors, served.tensors, strict=True):
+        if before.tensor_type != gguf.GGMLQuantizationType.Q4_1:
+            assert after.tensor_type == before.tensor_type
+            assert np.array_equal(np.asarray(after.data), np.asarray(before.data))
+            continue
+        assert after.tensor_type == gguf.GGMLQuantizationType.Q8_0
+        old = gguf.quants.dequantize(before.data, before.tensor_type)
+        new = gguf.quants.dequantize(after.data, after.tensor_type)
+        assert new.shape == old.shape
+        # Q8_0 rounds each weight to a step of 1/127 of its 32-weight block's largest
+        # magnitude, the step stored as a float16: off by at most ~0.56 of a step.
+        step = np.abs(old.reshape(-1, 32)).max(axis=1, keepdims=True) / 127
+        assert np.all(np.abs(new - old).reshape(-1, 32) <= 0.6 * step + 1e-7)
+        requantized += 1
+    assert requantized > 100
+    stamp = served_model.stat().st_mtime_ns
+    assert prepare_model(served_model.parent.parent) == served_model
+    assert served_model.stat().st_mtime_ns == stamp, "made once, then reused"
+
+
+def test_a_model_that_cannot_be_written_is_served_as_shipped(tmp_path: Path) -> None:
+    (tmp_path / "models").write_text("a file where the models directory should be")
+    assert prepare_model(tmp_path) == model_path()
+
+
+async def test_every_slot_starts_every_character_from_its_cached_prompt(smollm: str) -> None:
+    """After warming, sessions of any character, as many at once as there are slots, read
+    only their own words: the system prompt comes from the slot or the prompt cache."""
+    cards = list(load_cards().values())
+    async with aiohttp.ClientSession() as http:
+
+        async def prompt_tokens(messages: list[dict[str, str]]) -> int:
+            body = {"messages": messages, "max_tokens": 1, "temperature": 0.0}
+            async with http.post(f"{smollm}/chat/completions", json=body) as resp:
+                assert resp.status == 200
+                return int((await resp.json())["timings"]["prompt_n"])
+
+        for card in [*reversed(cards), *cards]:
+            questions = [f"Tell me about the number {n}{card.name}." for n in range(SLOTS)]
+            read = await asyncio.gather(
+                *(prompt_tokens(build_messages(card.persona, card.emotions, [], q, budget=0)) for q in questions)
+            )
+            assert all(n < 30 for n in read), (card.name, read)  # a system prompt alone is ~75 tokens
 
 
 async def test_smollm2_streams_a_real_reply(chat: ChatSystem) -> None:
