@@ -8,12 +8,15 @@ speaks, then ``voice.speech_end``, the final ``voice.transcript`` and a
 
 Recognition runs in two worker threads (the native code releases the GIL; the Whisper
 model serves two at once), so the actor's loop keeps taking audio while transcripts are
-computed and two sessions' utterances do not queue behind each other.
+computed and two sessions' utterances do not queue behind each other. An interim
+transcript is only started on a free thread: when many sessions speak at once, their
+final transcripts, which start replies, do not wait behind interims.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +33,7 @@ from bus.chat import ChatError, EndSession, UserText
 from bus.voice import AudioIn, SpeechEnded, SpeechStarted, Transcript
 from config.settings import settings
 
+WORKERS = 2
 INTERIM_EVERY = 1.0  # seconds of speech between interim transcripts
 EARLY_AFTER = 0.15
 """Seconds of quiet inside an utterance after which its transcript is started early: by the
@@ -73,7 +77,8 @@ class SttWorker(Actor):
     accept_stale = True
 
     async def on_start(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stt")
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="stt")
+        self._running = 0  # recognitions submitted and not done
         loop = asyncio.get_running_loop()
         cfg = settings()
         self.recognizer: Recognizer = await loop.run_in_executor(
@@ -147,7 +152,8 @@ class SttWorker(Actor):
             stream.speech.append(x)
             stream.since_interim += len(x)
             self._early(stream, x)
-            if stream.since_interim >= INTERIM_EVERY * STT_RATE and stream.interim is None and stream.early is None:
+            due = stream.since_interim >= INTERIM_EVERY * STT_RATE
+            if due and stream.interim is None and stream.early is None and self._running < WORKERS:
                 stream.since_interim = 0
                 stream.interim = asyncio.create_task(self._interim(env, stream, np.concatenate(stream.speech)))
         while not stream.vad.empty():
@@ -173,13 +179,30 @@ class SttWorker(Actor):
             return
         stream.quiet += len(x)
         if stream.quiet >= EARLY_AFTER * STT_RATE and stream.early is None:
-            audio = np.concatenate(stream.speech)
-            stream.early = asyncio.get_running_loop().run_in_executor(self._pool, self.recognizer.transcribe, audio)
+            stream.early = self._recognize(np.concatenate(stream.speech))
+
+    def _recognize(self, audio: Float32) -> asyncio.Future[str]:
+        """The transcript of ``audio``, computed on a worker thread. Counted until the thread
+        is done with it, even when whoever awaits it is cancelled first."""
+        loop = asyncio.get_running_loop()
+        self._running += 1
+        work = self._pool.submit(self.recognizer.transcribe, audio)
+        work.add_done_callback(lambda _: self._recognized(loop))
+        return asyncio.wrap_future(work, loop=loop)
+
+    def _recognized(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(worker thread) One recognition less, counted on the loop."""
+
+        def done() -> None:
+            self._running -= 1
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the actor has stopped
+            loop.call_soon_threadsafe(done)
 
     async def _interim(self, env: Envelope[Any], stream: Stream, audio: Float32) -> None:
         try:
             try:
-                text = await asyncio.get_running_loop().run_in_executor(self._pool, self.recognizer.transcribe, audio)
+                text = await self._recognize(audio)
             except SpeechError:
                 return  # the final transcript reports it
             if text and stream.speaking:
@@ -196,7 +219,7 @@ class SttWorker(Actor):
             if early is not None:
                 text = await early
             else:
-                text = await asyncio.get_running_loop().run_in_executor(self._pool, self.recognizer.transcribe, segment)
+                text = await self._recognize(segment)
         except SpeechError as exc:  # a cloud recognizer failed: say so; typing still works
             self.log.warning("recognition failed", error=exc.args[0], session=session)
             await self.bus.publish(ChatError("stt_failed", exc.args[0]), session=session, parent=env.id)

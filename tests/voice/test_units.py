@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +18,8 @@ from actors import stt, tts
 from actors.speech import Int16, PiperSynthesizer, collapse_repeats, prepare_piper
 from actors.stt import SttWorker
 from actors.tts import TtsWorker, Utterance
-from bus.voice import TtsAudio
+from bus.voice import AudioIn, TtsAudio
+from tests.voice.audio import MIC_RATE, silence, speech
 
 
 def test_a_transcript_that_starts_over_is_cut_back_to_one_copy() -> None:
@@ -206,3 +208,76 @@ async def test_sharing_the_cpu_a_turn_starts_with_enough_speech_ready(monkeypatc
         assert started - engine.asked[-1][0] >= tts.HOLD - 0.05
     finally:
         await worker.on_stop()
+
+
+class HeldRecognizer:
+    """Transcribes only when let go; counts the calls."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.calls = 0
+
+    def transcribe(self, samples: Any) -> str:
+        self.calls += 1
+        self.go.wait(10)
+        return "words"
+
+
+def stt_worker(recognizer: HeldRecognizer) -> tuple[SttWorker, Published]:
+    published = Published()
+    worker = SttWorker(cast(Any, published))
+    worker._pool = ThreadPoolExecutor(max_workers=stt.WORKERS)
+    worker._running = 0
+    worker._streams = {}
+    worker.recognizer = recognizer
+    return worker, published
+
+
+async def until(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_recognition_counts_until_its_thread_is_done_even_if_its_waiter_is_cancelled() -> None:
+    recognizer = HeldRecognizer()
+    worker, _ = stt_worker(recognizer)
+    try:
+        waiter = asyncio.ensure_future(worker._recognize(np.zeros(16, dtype=np.float32)))
+        other = worker._recognize(np.zeros(16, dtype=np.float32))
+        assert worker._running == 2
+        waiter.cancel()
+        await asyncio.sleep(0.05)
+        assert worker._running == 2, "its thread still works on it"
+        recognizer.go.set()
+        assert await other == "words"
+        await until(lambda: worker._running == 0)
+    finally:
+        recognizer.go.set()
+        worker._pool.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("busy", [0, stt.WORKERS])
+async def test_interims_only_start_on_a_free_recognition_thread(busy: int) -> None:
+    """Many sessions speaking at once: their final transcripts, which start replies, must
+    not queue behind interims."""
+    recognizer = HeldRecognizer()
+    worker, _ = stt_worker(recognizer)
+    worker._running = busy  # as if other sessions' transcripts were being computed
+    env = SimpleNamespace(session="s", id="e", extra=[b""])
+    pcm = np.concatenate([speech("What is the capital of France, and how big is it today?"), silence(0.02)])
+    step = MIC_RATE // 50
+    try:
+        for seq, offset in enumerate(range(0, int(MIC_RATE * 2.0), step)):  # 2 s: well past one interim's worth
+            env.extra = [pcm[offset : offset + step].tobytes()]
+            await worker._audio(cast(Any, env), AudioIn(seq, MIC_RATE))
+        stream = worker._streams["s"]
+        assert stream.speaking
+        assert (stream.interim is not None) == (busy == 0)
+    finally:
+        recognizer.go.set()
+        for s in worker._streams.values():
+            if s.interim is not None:
+                await asyncio.wait_for(s.interim, 5)
+        worker._pool.shutdown(wait=True)
