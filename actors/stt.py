@@ -9,8 +9,9 @@ speaks, then ``voice.speech_end``, the final ``voice.transcript`` and a
 Recognition runs in two worker threads (the native code releases the GIL; the Whisper
 model serves two at once), so the actor's loop keeps taking audio while transcripts are
 computed and two sessions' utterances do not queue behind each other. An interim
-transcript is only started on a free thread: when many sessions speak at once, their
-final transcripts, which start replies, do not wait behind interims.
+transcript is not started while other sessions' transcripts fill the threads: when many
+sessions speak at once, their final transcripts, which start replies, do not wait behind
+interims.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class Stream:
     """Running loudness of the speech (RMS)."""
     quiet: int = 0
     """16 kHz samples of quiet since the speech was last loud."""
+    running: int = 0
+    """This session's recognitions submitted and not done."""
     early: asyncio.Future[str] | None = None
     """Transcript started at the first pause; used if the utterance ends there."""
     last_audio: float = 0.0
@@ -153,7 +156,8 @@ class SttWorker(Actor):
             stream.since_interim += len(x)
             self._early(stream, x)
             due = stream.since_interim >= INTERIM_EVERY * STT_RATE
-            if due and stream.interim is None and stream.early is None and self._running < WORKERS:
+            others = self._running - stream.running  # other sessions' transcripts come first
+            if due and stream.interim is None and stream.early is None and others < WORKERS:
                 stream.since_interim = 0
                 stream.interim = asyncio.create_task(self._interim(env, stream, np.concatenate(stream.speech)))
         while not stream.vad.empty():
@@ -168,7 +172,7 @@ class SttWorker(Actor):
             if stream.interim is not None:
                 stream.interim.cancel()
                 stream.interim = None
-            await self._final(env, segment, early)
+            await self._final(env, stream, segment, early)
 
     def _early(self, stream: Stream, x: Float32) -> None:
         rms = float(np.sqrt(np.mean(x * x)))
@@ -179,22 +183,24 @@ class SttWorker(Actor):
             return
         stream.quiet += len(x)
         if stream.quiet >= EARLY_AFTER * STT_RATE and stream.early is None:
-            stream.early = self._recognize(np.concatenate(stream.speech))
+            stream.early = self._recognize(stream, np.concatenate(stream.speech))
 
-    def _recognize(self, audio: Float32) -> asyncio.Future[str]:
+    def _recognize(self, stream: Stream, audio: Float32) -> asyncio.Future[str]:
         """The transcript of ``audio``, computed on a worker thread. Counted until the thread
         is done with it, even when whoever awaits it is cancelled first."""
         loop = asyncio.get_running_loop()
         self._running += 1
+        stream.running += 1
         work = self._pool.submit(self.recognizer.transcribe, audio)
-        work.add_done_callback(lambda _: self._recognized(loop))
+        work.add_done_callback(lambda _: self._recognized(loop, stream))
         return asyncio.wrap_future(work, loop=loop)
 
-    def _recognized(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _recognized(self, loop: asyncio.AbstractEventLoop, stream: Stream) -> None:
         """(worker thread) One recognition less, counted on the loop."""
 
         def done() -> None:
             self._running -= 1
+            stream.running -= 1
 
         with contextlib.suppress(RuntimeError):  # the loop is closed: the actor has stopped
             loop.call_soon_threadsafe(done)
@@ -202,7 +208,7 @@ class SttWorker(Actor):
     async def _interim(self, env: Envelope[Any], stream: Stream, audio: Float32) -> None:
         try:
             try:
-                text = await self._recognize(audio)
+                text = await self._recognize(stream, audio)
             except SpeechError:
                 return  # the final transcript reports it
             if text and stream.speaking:
@@ -211,7 +217,9 @@ class SttWorker(Actor):
             if stream.interim is asyncio.current_task():
                 stream.interim = None
 
-    async def _final(self, env: Envelope[Any], segment: Float32, early: asyncio.Future[str] | None) -> None:
+    async def _final(
+        self, env: Envelope[Any], stream: Stream, segment: Float32, early: asyncio.Future[str] | None
+    ) -> None:
         session = env.session
         await self.bus.publish(SpeechEnded(len(segment) / STT_RATE * 1000), session=session, parent=env.id)
         t0 = time.perf_counter()
@@ -219,7 +227,7 @@ class SttWorker(Actor):
             if early is not None:
                 text = await early
             else:
-                text = await self._recognize(segment)
+                text = await self._recognize(stream, segment)
         except SpeechError as exc:  # a cloud recognizer failed: say so; typing still works
             self.log.warning("recognition failed", error=exc.args[0], session=session)
             await self.bus.publish(ChatError("stt_failed", exc.args[0]), session=session, parent=env.id)

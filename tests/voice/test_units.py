@@ -244,27 +244,29 @@ async def test_a_recognition_counts_until_its_thread_is_done_even_if_its_waiter_
     recognizer = HeldRecognizer()
     worker, _ = stt_worker(recognizer)
     try:
-        waiter = asyncio.ensure_future(worker._recognize(np.zeros(16, dtype=np.float32)))
-        other = worker._recognize(np.zeros(16, dtype=np.float32))
-        assert worker._running == 2
+        stream = worker._stream("s", 16_000)
+        waiter = asyncio.ensure_future(worker._recognize(stream, np.zeros(16, dtype=np.float32)))
+        other = worker._recognize(stream, np.zeros(16, dtype=np.float32))
+        assert worker._running == stream.running == 2
         waiter.cancel()
         await asyncio.sleep(0.05)
         assert worker._running == 2, "its thread still works on it"
         recognizer.go.set()
         assert await other == "words"
-        await until(lambda: worker._running == 0)
+        await until(lambda: worker._running == stream.running == 0)
     finally:
         recognizer.go.set()
         worker._pool.shutdown(wait=True)
 
 
-@pytest.mark.parametrize("busy", [0, stt.WORKERS])
-async def test_interims_only_start_on_a_free_recognition_thread(busy: int) -> None:
+@pytest.mark.parametrize(("others", "own"), [(0, 0), (0, stt.WORKERS), (stt.WORKERS, 0)])
+async def test_interims_wait_while_other_sessions_fill_the_recognition_threads(others: int, own: int) -> None:
     """Many sessions speaking at once: their final transcripts, which start replies, must
-    not queue behind interims."""
+    not queue behind interims. A session's own earlier transcripts never hold it back."""
     recognizer = HeldRecognizer()
     worker, _ = stt_worker(recognizer)
-    worker._running = busy  # as if other sessions' transcripts were being computed
+    worker._stream("s", MIC_RATE).running = own  # as if transcripts were being computed
+    worker._running = others + own
     env = SimpleNamespace(session="s", id="e", extra=[b""])
     pcm = np.concatenate([speech("What is the capital of France, and how big is it today?"), silence(0.02)])
     step = MIC_RATE // 50
@@ -274,7 +276,7 @@ async def test_interims_only_start_on_a_free_recognition_thread(busy: int) -> No
             await worker._audio(cast(Any, env), AudioIn(seq, MIC_RATE))
         stream = worker._streams["s"]
         assert stream.speaking
-        assert (stream.interim is not None) == (busy == 0)
+        assert (stream.interim is not None) == (others == 0)
     finally:
         recognizer.go.set()
         for s in worker._streams.values():
