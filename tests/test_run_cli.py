@@ -76,22 +76,25 @@ async def test_healthz_waits_for_every_required_actor(short_tmp: Path) -> None:
         try:
             async with aiohttp.ClientSession() as http:
 
-                async def health() -> tuple[int, list[str]]:
+                async def health(expected: tuple[int, list[str]]) -> None:
+                    """Polls /healthz until it answers ``expected`` (the edge starts, Ready travels)."""
+                    seen = None
                     for _ in range(100):
                         try:
                             async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                                return resp.status, (await resp.json())["missing"]
+                                seen = resp.status, (await resp.json())["missing"]
+                                if seen == expected:
+                                    return
                         except aiohttp.ClientConnectionError:
-                            await asyncio.sleep(0.1)
-                    raise AssertionError("the edge never answered")
+                            pass
+                        await asyncio.sleep(0.05)
+                    raise AssertionError(f"/healthz answered {seen}, not {expected}")
 
-                assert await health() == (503, ["echo", "llm"])
+                await health((503, ["echo", "llm"]))
                 await conn.publish(Ready("echo", 1, ("echo",)))
-                await asyncio.sleep(0.3)
-                assert await health() == (503, ["llm"])
+                await health((503, ["llm"]))
                 await conn.publish(Ready("llm", 2, ("llm",)))
-                await asyncio.sleep(0.3)
-                assert await health() == (200, [])
+                await health((200, []))
         finally:
             await conn.close()
             assert await stop(edge) == 0
