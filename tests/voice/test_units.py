@@ -249,7 +249,7 @@ async def test_a_recognition_counts_until_its_thread_is_done_even_if_its_waiter_
         other = worker._recognize(stream, np.zeros(16, dtype=np.float32))
         assert worker._running == stream.running == 2
         waiter.cancel()
-        await asyncio.sleep(0.05)
+        await asyncio.wait([waiter])  # cancelled while the recognizer is held
         assert worker._running == 2, "its thread still works on it"
         recognizer.go.set()
         assert await other == "words"
