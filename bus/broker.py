@@ -49,8 +49,13 @@ class Broker:
         queues: Iterable[str] = QUEUES,
         hwm: int = DEFAULT_HWM,
         ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
+        also_events_in: Iterable[str] = (),
     ) -> None:
+        """``also_events_in``: more addresses publishers may send events to, e.g. an
+        ``inproc://`` one for a publisher in this process (same ``ctx``), which skips the
+        I/O threads and the socket file."""
         self.endpoints = endpoints
+        self._also_in = tuple(also_events_in)
         self._queues = tuple(queues)
         self._hwm = hwm
         self._ctx = ctx or zmq.Context.instance()
@@ -65,7 +70,7 @@ class Broker:
             raise BusError("broker already started")
         self._prepare_ipc()
         try:
-            xsub = self._bind(zmq.XSUB, self.endpoints.events_in)
+            xsub = self._bind(zmq.XSUB, self.endpoints.events_in, *self._also_in)
             xsub.send(b"\x01")  # subscribe upstream to everything
             xpub = self._bind(zmq.XPUB, self.endpoints.events_out)
             self._add("events", xsub, xpub)
@@ -137,16 +142,17 @@ class Broker:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _bind(self, kind: int, address: str) -> zmq.Socket[bytes]:
+    def _bind(self, kind: int, address: str, *more: str) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = self._ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, self._hwm)
         sock.setsockopt(zmq.RCVHWM, self._hwm)
-        try:
-            sock.bind(address)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise BusError(f"broker cannot bind {address}: {exc}") from exc
+        for where in (address, *more):
+            try:
+                sock.bind(where)
+            except zmq.ZMQError as exc:
+                sock.close(linger=0)
+                raise BusError(f"broker cannot bind {where}: {exc}") from exc
         self._monitor.watch(sock, address)
         return sock
 

@@ -10,6 +10,7 @@ import pytest
 import zmq
 
 from bus import Broker, BusClosed, BusError, Connection, Endpoints, Envelope, QueueFull, type_prefix
+from bus.codec import encode_parts
 from bus.system import Ping, Pong
 from tests.helpers import Collector, Work
 
@@ -210,3 +211,32 @@ async def test_start_without_broker_fails_clearly(short_tmp: Any) -> None:
 async def test_second_broker_on_same_ipc_path_is_refused(broker: Endpoints) -> None:
     with pytest.raises(BusError, match="already serving"):
         Broker(broker).start()
+
+
+async def test_a_publisher_in_the_brokers_process_can_send_over_inproc(short_tmp: Any) -> None:
+    ep = Endpoints(f"ipc://{short_tmp}/bus")
+    with Broker(ep, also_events_in=["inproc://test-also-in"]):
+        watch = Collector(ep, (type_prefix("diag.ping"),))
+        await watch.start()
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.XPUB)
+        sock.connect("inproc://test-also-in")
+        try:
+            assert await asyncio.to_thread(sock.poll, 5000) == zmq.POLLIN  # the broker subscribed
+            sock.recv()
+            frames = encode_parts(watch.conn.header(Ping("in-process"), session="s1"), Ping("in-process"))
+            sock.send_multipart(frames)
+            got = await watch.expect(Ping)
+            assert (got.body.text, got.session) == ("in-process", "s1")
+        finally:
+            sock.close(linger=0)
+            await watch.close()
+
+
+async def test_a_bad_extra_events_address_fails_clearly_and_frees_the_bus_path(short_tmp: Any) -> None:
+    ep = Endpoints(f"ipc://{short_tmp}/bus")
+    with pytest.raises(BusError, match="cannot bind bogus://x"):
+        Broker(ep, also_events_in=["bogus://x"]).start()
+    with Broker(ep):  # nothing of the failed start holds the socket file
+        pub = Connection(ep, "pub")
+        await pub.start(timeout=5)
+        await pub.close()
