@@ -170,6 +170,16 @@ def _specs(args: argparse.Namespace, settings: Settings) -> list[ProcessSpec]:
     return [*specs, ProcessSpec("edge", _part(args, settings, *edge))]
 
 
+def _model_env(settings: Settings) -> dict[str, str]:
+    """What the parts are told of the model: the embedded one's address when it is hosted here
+    (to them it is then a configured model), and so what ``emotion_tags = auto`` means for it,
+    settled here where it is known."""
+    env = {"GREENROOM_EMOTION_TAGS": "on" if settings.asks_emotion_tags else "off"}
+    if settings.llm_base_url is None:
+        env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{settings.llm_port}/v1"
+    return env
+
+
 async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
     from actors.supervisor import Supervisor
     from bus import Broker, Connection, Endpoints
@@ -184,8 +194,7 @@ async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
         os.environ["DATABASE_URL"] = url  # the children inherit it
         log.info("embedded postgres running", url=url)
     specs = _specs(args, settings)
-    if settings.llm_base_url is None:
-        os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{settings.llm_port}/v1"  # the children inherit it
+    os.environ.update(_model_env(settings))  # the children inherit it
     try:
         with Broker(endpoints) as broker:
             conn = Connection(endpoints, "supervisor")

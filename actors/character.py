@@ -34,6 +34,7 @@ class CharacterAgent(Actor):
         base_url = cfg.llm_base_url or f"http://127.0.0.1:{cfg.llm_port}/v1"
         self.model = OpenAIChat(base_url, cfg.llm_api_key, cfg.llm_model, cfg.llm_timeout)
         self.cards = load_cards()
+        self.emotion_tags = cfg.asks_emotion_tags
 
     async def on_stop(self) -> None:
         if isinstance(self.model, OpenAIChat):
@@ -53,8 +54,9 @@ class CharacterAgent(Actor):
     async def _speak(self, env: Envelope[Any], card: Card, body: Generate) -> None:
         history = [Turn(h.get("speaker", "user"), str(h.get("text", ""))) for h in body.history]
         messages = build_messages(
-            card.persona, card.emotions, history, body.text, budget=HISTORY_BUDGET_TOKENS, extra_context=body.context
-        )
+            card.persona, card.emotions, history, body.text, budget=HISTORY_BUDGET_TOKENS, extra_context=body.context,
+            emotion_tags=self.emotion_tags,
+        )  # fmt: skip
         provider = ""
         if isinstance(self.model, OpenAIChat):
             provider = f"{card.llm.model or self.model.model}@{self.model.host}"

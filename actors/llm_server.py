@@ -135,7 +135,7 @@ class LocalLLM(Actor):
         model = await asyncio.to_thread(prepare_model, settings().data_dir)
         self._server = await asyncio.to_thread(start_server, port, model=model)
         try:
-            await warm(f"http://127.0.0.1:{port}/v1", PARALLEL)
+            await warm(f"http://127.0.0.1:{port}/v1", PARALLEL, settings().asks_emotion_tags)
         except LLMError as exc:  # warming is an optimisation: serving goes on without it
             self.log.warning("model warm-up failed", error=exc.message)
         self.log.info("embedded model serving", port=port, model=model.name)
@@ -147,7 +147,7 @@ class LocalLLM(Actor):
         self._server = None
 
 
-async def warm(base_url: str, slots: int) -> int:
+async def warm(base_url: str, slots: int, emotion_tags: bool = False) -> int:
     """Before the first user: every character's system prompt, read once per slot, where
     any slot can start from it. A slot holding the prefix answers in ~0.1 s; one starting
     from scratch first reads the ~80 prompt tokens (~0.3 s alone, seconds when several
@@ -157,7 +157,8 @@ async def warm(base_url: str, slots: int) -> int:
     is a copy the cache would skip); when the next character takes the slots, llama.cpp
     moves the previous prompts to its host-memory cache, from which a slot restores one
     when it is given that character. A last round of the first character moves the last
-    one there too. Returns the number of characters warmed."""
+    one there too. ``emotion_tags`` must be what the character agent asks (the prompt's
+    prefix). Returns the number of characters warmed."""
     cards = list(load_cards().values())
     model = OpenAIChat(base_url, "local", "smollm2", timeout=60)
 
@@ -168,7 +169,10 @@ async def warm(base_url: str, slots: int) -> int:
     try:
         for card in [*cards, *cards[:1]] if len(cards) > 1 else cards:
             greetings = [f"Hello! ({i + 1})" for i in range(slots)]
-            prompts = [build_messages(card.persona, card.emotions, [], g, budget=0) for g in greetings]
+            prompts = [
+                build_messages(card.persona, card.emotions, [], g, budget=0, emotion_tags=emotion_tags)
+                for g in greetings
+            ]
             await asyncio.gather(*(first_token(p) for p in prompts))
     finally:
         await model.close()

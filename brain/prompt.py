@@ -55,10 +55,14 @@ def build_messages(
     *,
     budget: int = 1200,
     extra_context: str = "",
+    emotion_tags: bool = True,
 ) -> list[dict[str, str]]:
-    """OpenAI chat messages for one turn. ``history`` excludes the current user text."""
+    """OpenAI chat messages for one turn. ``history`` excludes the current user text.
+    ``emotion_tags``: ask the model to open its reply with one of ``emotions`` in brackets."""
     older, recent = split_history(history, budget)
-    system = persona + "\n\n" + EMOTION_INSTRUCTIONS.format(emotions=", ".join(emotions))
+    system = persona
+    if emotion_tags:
+        system += "\n\n" + EMOTION_INSTRUCTIONS.format(emotions=", ".join(emotions))
     if older:
         system += "\n\nEarlier in this conversation:\n" + summarize(older)
     if extra_context:

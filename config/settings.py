@@ -17,6 +17,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "config" / "greenroom.toml"
+EMOTION_TAGS = ("auto", "on", "off")
 IPC_PATH_MAX = 100  # sun_path is 108 bytes; keep room for ".q.NAME.push"
 
 
@@ -85,6 +86,13 @@ class Settings:
     """Seconds before a model request counts as timed out (GREENROOM_LLM_TIMEOUT)."""
     llm_port: int = 8766
     """Loopback port of the embedded model server (GREENROOM_LLM_PORT)."""
+    emotion_tags: str = "auto"
+    """GREENROOM_EMOTION_TAGS: ``on`` asks the model to open each reply with its emotion in
+    brackets; ``off`` leaves that out of the prompt (the emotion is then read from the reply's
+    words); ``auto``: on for a configured model, off for the embedded SmolLM2, which never
+    writes the tag (0 of 72 replies) and answers its first words ~20 ms sooner (the first
+    five ~40 ms) with the ~25 tokens shorter prompt. ``run.py`` settles ``auto`` for its
+    parts, which see the embedded model as configured."""
     stt_model: str | None = None
     """GREENROOM_STT_MODEL: a sherpa-onnx recognizer's model directory, or ``dashscope:MODEL``
     (Paraformer real-time, e.g. ``dashscope:paraformer-realtime-v2``); None: Whisper tiny.en."""
@@ -122,6 +130,11 @@ class Settings:
     def override(self, **changes: Any) -> Settings:
         """Apply command-line flags (None means not given)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def asks_emotion_tags(self) -> bool:
+        """Whether prompts ask the model to open each reply with an ``[emotion]`` tag."""
+        return self.emotion_tags == "on" or (self.emotion_tags == "auto" and self.llm_base_url is not None)
 
 
 def default_bus(data_dir: Path) -> str:
@@ -178,6 +191,7 @@ def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None
         llm_model=str(pick("llm_model", "GREENROOM_LLM_MODEL", "smollm2")),
         llm_timeout=_positive(pick("llm_timeout", "GREENROOM_LLM_TIMEOUT", 30.0), "llm_timeout"),
         llm_port=_port(pick("llm_port", "GREENROOM_LLM_PORT", 8766), "llm_port"),
+        emotion_tags=_one_of(pick("emotion_tags", "GREENROOM_EMOTION_TAGS", "auto"), "emotion_tags", EMOTION_TAGS),
         stt_model=env.get("GREENROOM_STT_MODEL") or doc.get("stt_model") or None,
         dashscope_api_key=env.get("DASHSCOPE_API_KEY", ""),
         dashscope_ws_url=env.get("DASHSCOPE_WEBSOCKET_BASE_URL") or doc.get("dashscope_ws_url") or None,
@@ -195,6 +209,13 @@ def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None
         ),
         telemetry_buffer=_count(pick("telemetry_buffer", "GREENROOM_TELEMETRY_BUFFER", 200_000), "telemetry_buffer"),
     )
+
+
+def _one_of(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return text
 
 
 def _count(value: Any, name: str) -> int:

@@ -61,6 +61,25 @@ def test_with_no_model_configured_the_edge_waits_for_the_embedded_one() -> None:
     assert "llm" not in [s.name for s in configured] and "--require" not in configured[-1].argv
 
 
+def test_the_parts_are_told_whether_to_ask_for_emotion_tags() -> None:
+    """The embedded model never writes the tag: its parts leave it out of the prompt (the
+    character agent and the model's warm-up alike, or the warmed prefix would not match);
+    a configured model is asked; an explicit choice is passed on as it is."""
+    import run
+    from config import load_settings
+
+    def told(**env: str) -> dict[str, str]:
+        return run._model_env(load_settings({"GREENROOM_CONFIG": "/dev/null", **env}))
+
+    assert told() == {"GREENROOM_EMOTION_TAGS": "off", "OPENAI_BASE_URL": "http://127.0.0.1:8766/v1"}
+    assert told(GREENROOM_EMOTION_TAGS="on")["GREENROOM_EMOTION_TAGS"] == "on"
+    assert told(OPENAI_BASE_URL="http://x/v1") == {"GREENROOM_EMOTION_TAGS": "on"}
+    assert told(OPENAI_BASE_URL="http://x/v1", GREENROOM_EMOTION_TAGS="off") == {"GREENROOM_EMOTION_TAGS": "off"}
+    for env in told(), told(OPENAI_BASE_URL="http://x/v1"):  # what a part makes of what it is told
+        part = load_settings({"GREENROOM_CONFIG": "/dev/null", "OPENAI_BASE_URL": "http://127.0.0.1:8766/v1", **env})
+        assert part.asks_emotion_tags == (env["GREENROOM_EMOTION_TAGS"] == "on")
+
+
 async def test_healthz_waits_for_every_required_actor(short_tmp: Path) -> None:
     endpoints = Endpoints(f"ipc://{short_tmp}/bus")
     config = short_tmp / "lean.toml"

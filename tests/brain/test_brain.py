@@ -33,6 +33,16 @@ def test_prompt_has_persona_emotions_summary_history_and_the_new_text() -> None:
     assert all(m["role"] in ("user", "assistant") for m in messages[1:])
 
 
+def test_a_prompt_without_emotion_tags_is_the_persona_and_the_conversation() -> None:
+    history = [Turn("user", "Hi."), Turn("assistant", "Hello!")]
+    messages = build_messages("You are Ada.", ["happy", "sad"], history, "latest?", emotion_tags=False)
+    assert messages[0] == {"role": "system", "content": "You are Ada."}
+    assert [m["content"] for m in messages[1:]] == ["Hi.", "Hello!", "latest?"]
+    tagged = build_messages("You are Ada.", ["happy", "sad"], history, "latest?")
+    assert tagged[0]["content"].startswith("You are Ada.\n\n") and "[happy]" in tagged[0]["content"]
+    assert tagged[1:] == messages[1:]
+
+
 def test_summary_is_bounded() -> None:
     assert len(summarize([Turn("user", "x" * 200)] * 100, limit_chars=300)) <= 301
 

@@ -6,7 +6,9 @@ import asyncio
 import json
 
 import asyncpg
+import pytest
 
+from brain.emotion import EMOTION_INSTRUCTIONS
 from tests.chat.conftest import ChatSystem
 from tests.fakes.openai_server import Behaviour
 
@@ -32,6 +34,7 @@ async def test_a_reply_streams_with_status_and_emotion_and_is_stored(chat: ChatS
     # what the model saw: the card's persona and the user's words
     sent = chat.llm.requests[-1]["body"]
     assert "You are Ada" in sent["messages"][0]["content"] and sent["messages"][-1]["content"] == "Hello Ada!"
+    assert EMOTION_INSTRUCTIONS.split("{")[0] in sent["messages"][0]["content"]  # a configured model is asked
     assert sent["stream"] is True and chat.llm.requests[-1]["auth"] == "Bearer test-key"
     # stored in order: greeting, user, assistant
     conn = await asyncpg.connect(chat.database_url)
@@ -41,6 +44,26 @@ async def test_a_reply_streams_with_status_and_emotion_and_is_stored(chat: ChatS
     await conn.close()
     assert [r["speaker"] for r in rows] == ["assistant", "user", "assistant"]
     assert rows[2]["content"] == reply["text"]
+    await ws.close()
+
+
+@pytest.fixture
+def no_emotion_tags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GREENROOM_EMOTION_TAGS", "off")  # before ``chat`` reads the settings
+
+
+async def test_without_emotion_tags_the_prompt_leaves_them_out_and_the_words_give_the_emotion(
+    no_emotion_tags: None, chat: ChatSystem
+) -> None:
+    chat.llm.script.append(Behaviour(text="Breathe gently. Stay calm, and let the worry pass."))
+    ws = await chat.ws("sage")
+    await ws.start()
+    await ws.say("My cat ran away.")
+    reply = await ws.reply()
+    assert reply["text"] == "Breathe gently. Stay calm, and let the worry pass."
+    assert reply["emotion"] == "calm" and [f["emotion"] for f in ws.frames if f["type"] == "emotion"] == ["calm"]
+    system = chat.llm.requests[-1]["body"]["messages"][0]["content"]
+    assert system.startswith("You are Sage") and EMOTION_INSTRUCTIONS.split("{")[0] not in system
     await ws.close()
 
 

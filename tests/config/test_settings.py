@@ -42,6 +42,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ('[[groups]]\nname = "a"\nactors = ["echo"]\n[[groups]]\nname = "a"\nactors = ["echo"]', "unique"),
         ("this is not toml", "g.toml"),
         ('db_sync_commit = "maybe"', "db_sync_commit must be on or off"),
+        ('emotion_tags = "sometimes"', "emotion_tags must be one of auto, on, off, not 'sometimes'"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, text: str, error: str) -> None:
@@ -49,6 +50,14 @@ def test_bad_settings_are_named(tmp_path: Path, text: str, error: str) -> None:
     f.write_text(text)
     with pytest.raises(ConfigError, match=error):
         load_settings({"GREENROOM_CONFIG": str(f)})
+
+
+def test_emotion_tags_are_asked_of_a_configured_model_only_unless_told(tmp_path: Path) -> None:
+    def asks(**env: str) -> bool:
+        return load_settings(env, file=tmp_path / "none.toml").asks_emotion_tags
+
+    assert not asks() and asks(OPENAI_BASE_URL="http://x/v1")
+    assert asks(GREENROOM_EMOTION_TAGS="ON") and not asks(OPENAI_BASE_URL="http://x/v1", GREENROOM_EMOTION_TAGS="off")
 
 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
