@@ -47,11 +47,18 @@ LEAD = 0.3
 """Seconds of speech released ahead of the listener."""
 AHEAD = 2.5
 """Seconds of speech synthesized ahead of the listener before the next sentence waits."""
+START_PER_OTHER = 0.5
 START_SHARED = 1.5
-"""While other sessions' replies are being synthesized too, a turn starts playing once this
-much of it is ready (or it is all ready, or ``HOLD`` has passed): its short first piece
-alone would run out before its next sentence, slower to come under load, is ready."""
+"""While other sessions' replies are being synthesized too, a turn starts playing once
+``START_PER_OTHER`` seconds of it per other such session, up to ``START_SHARED``, are ready
+(or it is all ready, or the hold has passed): its short first piece alone would run out
+before its next sentence, slower to come the more sessions share the CPU, is ready. With one
+other session 0.5 s is enough (bench/voice.py, 3 runs: 2 of 2 kept up each time, first audio
+after 1.1-1.7 s instead of 2.2 s); with two, 1.0 s (3 of 3); with three, 1.5 s (4 of 4 in the
+last full run; 0 of 4 with 0.5 s)."""
+HOLD_PER_OTHER = 0.35
 HOLD = 1.0
+"""The longest a first piece is held: ``HOLD_PER_OTHER`` seconds per other session, up to this."""
 DEFAULT_VOICE = "en_US-joe-medium"
 
 
@@ -265,13 +272,15 @@ class TtsWorker(Actor):
             utt.audio.put_nowait(None)
 
     async def _start_when_enough(self, utt: Utterance) -> None:
-        """Alone, a turn starts with its first piece; sharing the CPU, with ``START_SHARED``."""
+        """Alone, a turn starts with its first piece; sharing the CPU, with more ready the more
+        sessions share it (``START_PER_OTHER``)."""
         others = sum(other is not utt and not other.ended for other in self._utterances.values())
         if not others:
             return
-        deadline = time.monotonic() + HOLD
+        enough = min(START_SHARED, START_PER_OTHER * others)
+        deadline = time.monotonic() + min(HOLD, HOLD_PER_OTHER * others)
         self.log.debug("first piece held", session=utt.cause.session, others=others, ready=round(utt.synthesized, 2))
-        while utt.synthesized < START_SHARED and not utt.ended and (left := deadline - time.monotonic()) > 0:
+        while utt.synthesized < enough and not utt.ended and (left := deadline - time.monotonic()) > 0:
             utt.grew.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(utt.grew.wait(), left)

@@ -174,7 +174,9 @@ async def test_a_failed_scheduler_is_restarted_and_speech_goes_on(monkeypatch: p
         await worker.on_stop()
 
 
-async def test_sharing_the_cpu_a_turn_starts_with_enough_speech_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sharing_the_cpu_a_turn_starts_with_more_speech_ready_the_more_share_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     engine = FakeVoice(0.5)
     worker, published = await tts_worker(monkeypatch, engine)
 
@@ -191,21 +193,28 @@ async def test_sharing_the_cpu_a_turn_starts_with_enough_speech_ready(monkeypatc
         worker._wake.set()
         return utt
 
+    def asked(text: str) -> float:
+        return next(t for t, said in engine.asked if said == text)
+
     try:
         alone = turn("alone", "first piece")
         await first_chunk("alone")  # alone: its first piece plays at once
         assert not alone.ended  # and its reply is still being written: the CPU is shared from now on
 
-        shared = turn("shared", "first piece")
-        await asyncio.wait_for(shared.grew.wait(), 5)  # 0.5 s ready
-        shared.pending.extend([("second", 0.0), ("third", 0.0)])
-        worker._wake.set()
-        started = await first_chunk("shared")
-        assert started >= engine.asked[-1][0] and shared.synthesized >= tts.START_SHARED  # held until 1.5 s
+        pair = turn("pair", "a first piece")  # one other: its 0.5 s first piece is enough
+        started = await first_chunk("pair")
+        assert started - asked("a first piece") < tts.HOLD_PER_OTHER / 2 and pair.synthesized == 0.5
 
-        turn("late", "only piece")  # nothing more comes: it starts after HOLD anyway
+        third = turn("third", "the first piece")  # two others: held until 1.0 s is ready
+        await asyncio.wait_for(third.grew.wait(), 5)
+        third.pending.extend([("its second", 0.0), ("its third", 0.0)])
+        worker._wake.set()
+        started = await first_chunk("third")
+        assert started >= asked("its second") and third.synthesized >= 2 * tts.START_PER_OTHER
+
+        turn("late", "only piece")  # three others want 1.5 s; nothing more comes: it starts after HOLD
         started = await first_chunk("late")
-        assert started - engine.asked[-1][0] >= tts.HOLD - 0.05
+        assert started - asked("only piece") >= tts.HOLD - 0.05
     finally:
         await worker.on_stop()
 
