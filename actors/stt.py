@@ -28,7 +28,16 @@ import numpy as np
 import soxr
 
 from actors.actor import Actor
-from actors.speech import STT_RATE, Float32, Recognizer, SpeechError, make_recognizer, make_vad, pcm16_to_float
+from actors.speech import (
+    STT_RATE,
+    Float32,
+    Recognizer,
+    SpeechError,
+    VadSettings,
+    make_recognizer,
+    make_vad,
+    pcm16_to_float,
+)
 from bus import Envelope
 from bus.chat import ChatError, EndSession, UserText
 from bus.voice import AudioIn, SpeechEnded, SpeechStarted, Transcript
@@ -41,7 +50,15 @@ EARLY_AFTER = 0.15
 time the VAD's end-of-utterance wait (0.25 s) is over, the words are nearly known."""
 QUIET = 0.1
 """Quiet is below this fraction of the speech's loudness: low enough that the soft end of a
-word ("France") still counts as speech (at 0.25, 1 in 12 came out as "friends")."""
+word ("France") still counts as speech (at 0.25, 1 in 12 came out as "friends"), and below
+``QUIET_FLOOR`` (or 0.3 of a softer speaker's loudness): background noise under it is quiet."""
+QUIET_FLOOR = 0.01
+END_QUIET = VadSettings().min_silence
+"""An utterance ends after this long of quiet, or when the VAD says so if that comes first.
+Silero keeps hearing speech ~0.1-0.15 s into the soft end of the last word before its own
+0.25 s wait starts, so alone it ended a turn 0.3-0.4 s after the last word (the bench's
+questions: 0.18-0.37 s after the clip, by loudness 0.03-0.24 s). Where noise never falls
+below quiet, the VAD ends utterances as before."""
 PRE_ROLL = 0.3  # seconds kept before the VAD's speech start for interims
 IDLE_SECONDS = 30.0
 """A session's stream (its VAD holds ~11 MB) is let go after this long without audio; a
@@ -155,6 +172,10 @@ class SttWorker(Actor):
             stream.speech.append(x)
             stream.since_interim += len(x)
             self._early(stream, x)
+            if stream.quiet >= END_QUIET * STT_RATE:
+                stream.vad.reset()  # its end of this utterance would only come later
+                await self._end(env, stream, np.concatenate(stream.speech))
+                return
             due = stream.since_interim >= INTERIM_EVERY * STT_RATE
             others = self._running - stream.running  # other sessions' transcripts come first
             if due and stream.interim is None and stream.early is None and others < WORKERS:
@@ -163,20 +184,25 @@ class SttWorker(Actor):
         while not stream.vad.empty():
             segment = np.asarray(stream.vad.front.samples, dtype=np.float32)
             stream.vad.pop()
-            early, stream.early = stream.early, None
-            stream.speaking = False
-            stream.speech = []
-            stream.recent.clear()
-            stream.level = 0.0
-            stream.quiet = 0
-            if stream.interim is not None:
-                stream.interim.cancel()
-                stream.interim = None
-            await self._final(env, stream, segment, early)
+            await self._end(env, stream, segment)
+
+    async def _end(self, env: Envelope[Any], stream: Stream, segment: Float32) -> None:
+        """The utterance is over: its final transcript (the early one, if the words are the same)."""
+        early, stream.early = stream.early, None
+        stream.speaking = False
+        stream.speech = []
+        stream.recent.clear()
+        stream.level = 0.0
+        stream.quiet = 0
+        if stream.interim is not None:
+            stream.interim.cancel()
+            stream.interim = None
+        await self._final(env, stream, segment, early)
 
     def _early(self, stream: Stream, x: Float32) -> None:
         rms = float(np.sqrt(np.mean(x * x)))
-        if rms > max(0.01, QUIET * stream.level):
+        floor = min(QUIET_FLOOR, 0.3 * stream.level)  # a soft speaker's words are not quiet
+        if not stream.level or rms > max(floor, QUIET * stream.level):
             stream.level = rms if not stream.level else 0.9 * stream.level + 0.1 * rms
             stream.quiet = 0
             stream.early = None  # speech went on: a transcript started at the pause is stale

@@ -30,6 +30,20 @@ def speech(text: str, rate: int = MIC_RATE) -> Int16:
     return np.asarray(soxr.resample(pcm, engine.rate, rate, quality="HQ"), dtype="<i2")
 
 
+def voiced(pcm: Int16, rate: int = MIC_RATE, floor_db: float = 50.0) -> Int16:
+    """``pcm`` without the silence after its last word: 10 ms frames quieter than ``floor_db``
+    below the loudest are cut off the end (Piper ends a sentence with up to ~0.2 s of it),
+    so its end is where the speaker stopped."""
+    frame = rate // 100
+    n = len(pcm) // frame
+    if not n:
+        return pcm
+    x = pcm[: n * frame].astype(np.float32).reshape(n, frame)
+    rms = np.sqrt((x * x).mean(axis=1))
+    loud = np.flatnonzero(rms > rms.max() * 10 ** (-floor_db / 20))
+    return pcm[: (loud[-1] + 1) * frame] if len(loud) else pcm[:0]
+
+
 def silence(seconds: float, rate: int = MIC_RATE) -> Int16:
     return np.zeros(int(seconds * rate), dtype="<i2")
 

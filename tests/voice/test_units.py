@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from actors import stt, tts
-from actors.speech import Int16, PiperSynthesizer, collapse_repeats, prepare_piper
+from actors.speech import STT_RATE, Int16, PiperSynthesizer, collapse_repeats, prepare_piper
 from actors.stt import SttWorker
 from actors.tts import TtsWorker, Utterance
-from bus.voice import AudioIn, TtsAudio
-from tests.voice.audio import MIC_RATE, silence, speech
+from bus.voice import AudioIn, SpeechEnded, TtsAudio
+from tests.voice.audio import MIC_RATE, silence, speech, voiced
 
 
 def test_a_transcript_that_starts_over_is_cut_back_to_one_copy() -> None:
@@ -292,3 +292,52 @@ async def test_interims_wait_while_other_sessions_fill_the_recognition_threads(o
             if s.interim is not None:
                 await asyncio.wait_for(s.interim, 5)
         worker._pool.shutdown(wait=True)
+
+
+class QuickRecognizer:
+    """Transcribes at once; keeps the length of what it was given."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def transcribe(self, samples: Any) -> str:
+        self.seconds.append(len(samples) / STT_RATE)
+        return "words"
+
+
+async def speak(pcm: Int16) -> tuple[list[float], QuickRecognizer]:
+    """``pcm`` into an STT worker as a microphone sends it (20 ms chunks); when, on the audio's
+    own clock, each utterance was said to be over."""
+    recognizer = QuickRecognizer()
+    worker, published = stt_worker(cast(Any, recognizer))
+    env = SimpleNamespace(session="s", id="e", extra=[b""])
+    step, ends = MIC_RATE // 50, []
+    try:
+        for seq, offset in enumerate(range(0, len(pcm), step)):
+            env.extra = [pcm[offset : offset + step].tobytes()]
+            await worker._audio(cast(Any, env), AudioIn(seq, MIC_RATE))
+            while not published.out.empty():
+                body, _ = published.out.get_nowait()
+                if isinstance(body, SpeechEnded):
+                    ends.append((offset + step) / MIC_RATE)
+    finally:
+        worker._pool.shutdown(wait=True)
+    return ends, recognizer
+
+
+async def test_an_utterance_ends_a_quarter_second_after_the_last_word_not_when_the_vad_lets_go() -> None:
+    words = voiced(speech("Tell me a joke about robots."))
+    ends, recognizer = await speak(np.concatenate([silence(0.3), words, silence(1.0)]))
+    last_word = 0.3 + len(words) / MIC_RATE
+    assert len(ends) == 1 and last_word < ends[0] <= last_word + stt.END_QUIET + 0.05
+    assert recognizer.seconds and recognizer.seconds[-1] >= len(words) / MIC_RATE - 0.1  # the whole question
+
+
+async def test_a_soft_speaker_is_heard_to_the_end() -> None:
+    """Quiet is relative to the speaker: words 26 dB down are words, not a pause."""
+    words = voiced(speech("What is the capital of France, and how big is it?"))
+    soft = (words.astype(np.float32) * 0.05).astype("<i2")
+    ends, recognizer = await speak(np.concatenate([silence(0.3), soft, silence(1.0)]))
+    last_word = 0.3 + len(words) / MIC_RATE
+    assert len(ends) == 1 and last_word < ends[0] <= last_word + 0.6
+    assert recognizer.seconds[-1] >= len(words) / MIC_RATE - 0.1
