@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from actors import stt, tts
-from actors.speech import STT_RATE, Int16, PiperSynthesizer, collapse_repeats, prepare_piper
+from actors.speech import STT_RATE, Int16, PiperSynthesizer, WhisperRecognizer, collapse_repeats, prepare_piper
 from actors.stt import SttWorker
 from actors.tts import TtsWorker, Utterance
 from bus.voice import AudioIn, SpeechEnded, TtsAudio
@@ -305,10 +305,10 @@ class QuickRecognizer:
         return "words"
 
 
-async def speak(pcm: Int16) -> tuple[list[float], QuickRecognizer]:
+async def speak(pcm: Int16, recognizer: Any = None) -> tuple[list[float], Any]:
     """``pcm`` into an STT worker as a microphone sends it (20 ms chunks); when, on the audio's
     own clock, each utterance was said to be over."""
-    recognizer = QuickRecognizer()
+    recognizer = recognizer or QuickRecognizer()
     worker, published = stt_worker(cast(Any, recognizer))
     env = SimpleNamespace(session="s", id="e", extra=[b""])
     step, ends = MIC_RATE // 50, []
@@ -341,3 +341,23 @@ async def test_a_soft_speaker_is_heard_to_the_end() -> None:
     last_word = 0.3 + len(words) / MIC_RATE
     assert len(ends) == 1 and last_word < ends[0] <= last_word + 0.6
     assert recognizer.seconds[-1] >= len(words) / MIC_RATE - 0.1
+
+
+class Heard:
+    """Whisper, keeping what it heard."""
+
+    def __init__(self) -> None:
+        self.whisper = WhisperRecognizer()
+        self.texts: list[str] = []
+
+    def transcribe(self, samples: Any) -> str:
+        self.texts.append(self.whisper.transcribe(samples))
+        return self.texts[-1]
+
+
+async def test_a_soft_speakers_last_word_is_not_taken_for_a_pause() -> None:
+    words = voiced(speech("Who built the first computer?"))
+    soft = (words.astype(np.float32) * 0.05).astype("<i2")
+    ends, heard = await speak(np.concatenate([silence(0.3), soft, silence(1.0)]), Heard())
+    assert len(ends) == 1, heard.texts
+    assert heard.texts[-1].lower().rstrip(".?!").endswith("computer"), heard.texts
