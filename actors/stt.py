@@ -51,6 +51,8 @@ time the end-of-utterance wait (0.25 s) is over, the words are known (Whisper ta
 here; started at 0.15 s, the final transcript came ~65 ms after the end at p50, at 0.1 s
 ~15 ms: back-to-back bench runs of 12 turns). A transcript started at a shorter pause is
 dropped when the speech goes on."""
+EARLY_AFTER_SHARED = 0.15
+"""``EARLY_AFTER`` while other sessions' transcripts fill the recognition threads."""
 QUIET = 0.1
 """Quiet is below this fraction of the speech's loudness: low enough that the soft end of a
 word ("France") still counts as speech (at 0.25, 1 in 12 came out as "friends"), and below
@@ -213,7 +215,10 @@ class SttWorker(Actor):
             stream.early = None  # speech went on: a transcript started at the pause is stale
             return
         stream.quiet += len(x)
-        if stream.quiet >= EARLY_AFTER * STT_RATE and stream.early is None:
+        # While other sessions' transcripts fill the threads, one started at a short pause would
+        # more often be wasted, and delay theirs: wait for a longer one.
+        early_after = EARLY_AFTER if self._running - stream.running < WORKERS else EARLY_AFTER_SHARED
+        if stream.quiet >= early_after * STT_RATE and stream.early is None:
             stream.early = self._recognize(stream, np.concatenate(stream.speech))
 
     def _recognize(self, stream: Stream, audio: Float32) -> asyncio.Future[str]:

@@ -361,3 +361,30 @@ async def test_a_soft_speakers_last_word_is_not_taken_for_a_pause() -> None:
     ends, heard = await speak(np.concatenate([silence(0.3), soft, silence(1.0)]), Heard())
     assert len(ends) == 1, heard.texts
     assert heard.texts[-1].lower().rstrip(".?!").endswith("computer"), heard.texts
+
+
+@pytest.mark.parametrize("others", [0, stt.WORKERS])
+async def test_an_early_transcript_waits_for_a_longer_pause_while_others_fill_the_threads(others: int) -> None:
+    recognizer = QuickRecognizer()
+    worker, _ = stt_worker(cast(Any, recognizer))
+    stream = worker._stream("s", STT_RATE)
+    worker._running = others
+    chunk = STT_RATE // 50  # 20 ms
+    loud, quiet = np.full(chunk, 0.1, dtype=np.float32), np.zeros(chunk, dtype=np.float32)
+    try:
+        stream.speech = [loud]
+        worker._early(stream, loud)
+
+        def pause(seconds: float) -> None:
+            for _ in range(round(seconds * 50)):
+                stream.speech.append(quiet)
+                worker._early(stream, quiet)
+
+        pause(0.12)
+        assert (stream.early is not None) == (others == 0)  # at 0.1 s of quiet, if the threads are free
+        pause(0.04)
+        assert stream.early is not None  # at 0.15 s in any case
+        await asyncio.wait_for(stream.early, 5)
+        assert len(recognizer.seconds) == 1
+    finally:
+        worker._pool.shutdown(wait=True)
