@@ -12,6 +12,9 @@ the embedded SmolLM2 model, the edge). Questions are spoken by the Piper voice, 
 - concurrency: N sessions ask at once; a session keeps up when, played from its first
   frame with a 300 ms jitter buffer, its audio never runs dry over the first
   ``--listen`` seconds. The largest N where every session keeps up is reported.
+- end of speech: the end of the question's last word (the silence Piper leaves after a
+  sentence, up to ~0.2 s, is cut: until 2026-11-22 it was counted as speech, which made
+  every figure look up to that much better).
 - memory: RSS of every process of the system (the model server listed apart).
 
 Usage: python bench/voice.py [--turns 12] [--sessions 1 2 4 8 10] [--listen 6] [--log FILE]
@@ -44,7 +47,7 @@ import bus.chat  # noqa: E402  (registers the types the tap decodes)
 import bus.voice  # noqa: E402, F401
 from bench.common import free_port, pct, wait_healthy  # noqa: E402
 from bus import Connection, Endpoints, Envelope, type_prefix  # noqa: E402
-from tests.voice.audio import MIC_RATE, at, audio_frame, silence, speech  # noqa: E402
+from tests.voice.audio import MIC_RATE, at, audio_frame, silence, speech, voiced  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 QUESTIONS = [
@@ -139,7 +142,9 @@ class VoiceClient:
 
 
 def utterance(text: str) -> tuple[np.ndarray[Any, Any], int]:
-    spoken = speech(text)
+    """The question, then silence; and where its speech ends (the voice's own trailing
+    silence is not speech: latency counts from the last word)."""
+    spoken = voiced(speech(text))
     return np.concatenate([silence(0.2), spoken, silence(1.2)]), len(silence(0.2)) + len(spoken)
 
 
