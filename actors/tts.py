@@ -53,9 +53,9 @@ START_SHARED = 1.5
 ``START_PER_OTHER`` seconds of it per other such session, up to ``START_SHARED``, are ready
 (or it is all ready, or the hold has passed): its short first piece alone would run out
 before its next sentence, slower to come the more sessions share the CPU, is ready. With one
-other session 0.5 s is enough (bench/voice.py, 3 runs: 2 of 2 kept up each time, first audio
-after 1.1-1.7 s instead of 2.2 s); with two, 1.0 s (3 of 3); with three, 1.5 s (4 of 4 in the
-last full run; 0 of 4 with 0.5 s)."""
+other session 0.5 s is enough (bench/voice.py: 2 of 2 kept up in 5 runs of 6, 1 of 2 in the
+other, first audio after 1.0-1.7 s instead of 2.2 s); with two, 1.0 s (3 of 3); with three,
+1.5 s (4 of 4 in the last full run; 0 of 4 with 0.5 s)."""
 HOLD_PER_OTHER = 0.35
 HOLD = 1.0
 """The longest a first piece is held: ``HOLD_PER_OTHER`` seconds per other session, up to this."""
