@@ -135,7 +135,7 @@ class LocalLLM(Actor):
         model = await asyncio.to_thread(prepare_model, settings().data_dir)
         self._server = await asyncio.to_thread(start_server, port, model=model)
         try:
-            await warm(f"http://127.0.0.1:{port}/v1", PARALLEL, settings().asks_emotion_tags)
+            await warm(f"http://127.0.0.1:{port}/v1", PARALLEL, emotion_tags=settings().asks_emotion_tags)
         except LLMError as exc:  # warming is an optimisation: serving goes on without it
             self.log.warning("model warm-up failed", error=exc.message)
         self.log.info("embedded model serving", port=port, model=model.name)
@@ -147,7 +147,7 @@ class LocalLLM(Actor):
         self._server = None
 
 
-async def warm(base_url: str, slots: int, emotion_tags: bool = False) -> int:
+async def warm(base_url: str, slots: int, *, emotion_tags: bool) -> int:
     """Before the first user: every character's system prompt, read once per slot, where
     any slot can start from it. A slot holding the prefix answers in ~0.1 s; one starting
     from scratch first reads the ~80 prompt tokens (~0.3 s alone, seconds when several
