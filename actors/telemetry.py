@@ -2,7 +2,8 @@
 
 It taps the bus with a connection of its own (frames, undecoded: only the header is
 read; bodies are stored as the msgpack they were), keeps rows in a bounded buffer and
-writes them with ``COPY`` every ``FLUSH_EVERY`` seconds or ``BATCH`` rows. When
+writes them with ``COPY`` every ``FLUSH_EVERY`` seconds or ``BATCH`` rows, ``WRITERS`` batches
+at once, committed as durably as chat writes (``GREENROOM_DB_SYNC_COMMIT``). When
 PostgreSQL is away the rows wait and are written when it is back; rows arriving while
 the buffer is full are counted (``overflow``), reported on the bus and in ``/metrics``.
 It also keeps the per-turn latency ledger and publishes the counters ``/metrics`` shows.
@@ -33,6 +34,7 @@ from config.settings import settings
 FLUSH_EVERY = 0.1
 BATCH = 20_000
 BEHIND = 2_000  # rows waiting after a write that make the writer go on at once
+WRITERS = 2  # COPYs in flight at once: PostgreSQL takes in one batch while the sink encodes the next
 ACTIVE_WINDOW = 300.0
 TRACE_AFTER = 2.0
 KNOWN_SESSIONS = 50_000
@@ -60,7 +62,7 @@ class TelemetrySink(Actor):
         self.bound = cfg.telemetry_buffer
         self._every = cfg.telemetry_metrics_every
         self._db = Database()
-        self._pool = await self._db.open(cfg.database_url, cfg.data_dir, max_size=4)
+        self._pool = await self._db.open(cfg.database_url, cfg.data_dir, max_size=4, sync_commit=cfg.db_sync_commit)
         self.buffer: deque[tuple[Any, ...]] = deque()
         self.stats = {
             "buffered": 0,
@@ -89,7 +91,8 @@ class TelemetrySink(Actor):
             self._tracer = TurnTracer()
         self._tap = Connection(Endpoints(cfg.bus), "telemetry-tap", hwm=TAP_HWM)
         await self._tap.start(raw=self._on_events, subscribe=[""])
-        self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._publisher())]
+        self._tasks = [asyncio.create_task(self._writer(lead=i == 0)) for i in range(WRITERS)]
+        self._tasks.append(asyncio.create_task(self._publisher()))
 
     async def on_stop(self) -> None:
         await self._tap.close()
@@ -98,7 +101,7 @@ class TelemetrySink(Actor):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(*_DB_ERRORS):
-            await asyncio.wait_for(self._flush(), 5.0)  # what is buffered, if the database is there
+            await asyncio.wait_for(self._flush_all(), 5.0)  # what is buffered, if the database is there
         await self._pool.close()
         if self._tracer is not None:
             await asyncio.to_thread(self._tracer.close)
@@ -241,15 +244,17 @@ class TelemetrySink(Actor):
 
     # -- writing ----------------------------------------------------------------------------
 
-    async def _writer(self) -> None:
+    async def _writer(self, *, lead: bool) -> None:
+        """One of ``WRITERS``, each on its own connection; the lead also writes the session
+        counters and the ledgers (one writer for those rows: no two transactions lock them)."""
         backoff = 0.2
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH_EVERY)
             self._wake.clear()
             try:
-                while self.buffer or self._pending or self.ledger.dirty:
-                    await self._flush()
+                while self.buffer or (lead and (self._pending or self.ledger.dirty)):
+                    await self._flush(lead=lead)
                     if len(self.buffer) < BEHIND:
                         break  # little is waiting: gather more for a while
             except _DB_ERRORS as exc:
@@ -266,12 +271,19 @@ class TelemetrySink(Actor):
                 self.log.info("telemetry database back", buffered=len(self.buffer))
             backoff = 0.2
 
-    async def _flush(self) -> None:
-        """Write one batch, the session counters and the changed ledgers in one transaction;
-        on failure everything taken goes back to wait for the next try."""
+    async def _flush_all(self) -> None:
+        while self.buffer or self._pending or self.ledger.dirty:
+            await self._flush(lead=True)
+
+    async def _flush(self, *, lead: bool) -> None:
+        """Write one batch (and, for the lead, the session counters and the changed ledgers) in
+        one transaction; on failure everything taken goes back to wait for the next try."""
         batch = [self.buffer.popleft() for _ in range(min(BATCH, len(self.buffer)))]
-        pending, self._pending = self._pending, {}
-        turns = self.ledger.take_dirty()
+        pending: dict[str, list[Any]] = {}
+        turns: list[tuple[Any, ...]] = []
+        if lead:
+            pending, self._pending = self._pending, {}
+            turns = self.ledger.take_dirty()
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 if batch:

@@ -13,7 +13,8 @@ round (sink or baseline) the tables are emptied and a CHECKPOINT taken, so both 
 
 Baseline, same run, same database: ``asyncpg.copy_records_to_table`` of N rows shaped
 like the sink's (time, session, type, the msgpack header and body as the bus carries them,
-payload size), in the sink's batch size, into a twin table.
+payload size), in the sink's batch size, into a twin table, committed as the sink commits
+(``synchronous_commit`` off: the default ``GREENROOM_DB_SYNC_COMMIT``, set explicitly here).
 
 Target: >= 50,000 events/s and >= 0.5x the raw COPY rate.
 Usage: python bench/telemetry.py [--rates 60000 70000 ... 110000] [--seconds 5]
@@ -152,7 +153,7 @@ async def copy_round(url: str, n: int) -> dict[str, Any]:
     for i in range(n):
         header["id"], header["session"] = new_id(), f"bench-{i % 100}"
         rows.append((now, header["session"], "diag.ping", msgpack.packb(header), body, 0))
-    conn = await asyncpg.connect(url)
+    conn = await asyncpg.connect(url, server_settings={"synchronous_commit": "off"})  # as the sink's
     await conn.execute("CREATE TABLE IF NOT EXISTS copy_twin (LIKE telemetry_events INCLUDING ALL)")
     await settle(url)
     t0 = time.perf_counter()
@@ -182,12 +183,12 @@ def main() -> None:
     endpoints = Endpoints(f"ipc://{tmp}/bus")
     env = {**os.environ, "GREENROOM_BUS": endpoints.events_out, "DATABASE_URL": url, "GREENROOM_DATA_DIR": str(tmp),
            "GREENROOM_LOG_LEVEL": "warning", "GREENROOM_LOG_FORMAT": "json",
-           "GREENROOM_TELEMETRY_METRICS_EVERY": "0.1"}  # fmt: skip
+           "GREENROOM_TELEMETRY_METRICS_EVERY": "0.1", "GREENROOM_DB_SYNC_COMMIT": "0"}  # fmt: skip
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "setup": "broker in this process, telemetry sink in its own process (run.py actor telemetry), embedded "
         "PostgreSQL; publisher in this process, over inproc into the broker; raw COPY baseline from this process "
-        "into a twin table",
+        "into a twin table; both commit with synchronous_commit off",
         "rounds": [],
     }
     with Broker(endpoints, also_events_in=[GENERATOR_IN]):

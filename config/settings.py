@@ -72,7 +72,8 @@ class Settings:
     database_url: str | None = None
     """PostgreSQL (DATABASE_URL); None: the embedded server under data_dir/pg."""
     db_sync_commit: bool = False
-    """GREENROOM_DB_SYNC_COMMIT: wait for the WAL flush (fsync) on every chat write. Off:
+    """GREENROOM_DB_SYNC_COMMIT: wait for the WAL flush (fsync) on every chat write (and
+    every telemetry batch). Off:
     a write is committed and visible to every reader before anything acts on it and
     survives any crash of a Greenroom process; only a crash of PostgreSQL itself or of
     the OS within ~0.6 s can lose it. On costs ~1 ms a turn here, ~8 ms at p99."""
