@@ -17,7 +17,7 @@ payload size), in the sink's batch size, into a twin table, committed as the sin
 (``synchronous_commit`` off: the default ``GREENROOM_DB_SYNC_COMMIT``, set explicitly here).
 
 Target: >= 50,000 events/s and >= 0.5x the raw COPY rate.
-Usage: python bench/telemetry.py [--rates 60000 70000 ... 110000] [--seconds 5]
+Usage: python bench/telemetry.py [--rates 80000 100000 ... 160000] [--seconds 5]
 Writes bench/results/telemetry.json.
 """
 
@@ -168,7 +168,7 @@ async def copy_round(url: str, n: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", type=int, nargs="+", default=[60_000, 70_000, 80_000, 90_000, 100_000, 110_000])
+    parser.add_argument("--rates", type=int, nargs="+", default=[80_000, 100_000, 120_000, 140_000, 160_000])
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="grtl-", dir="/tmp"))
