@@ -3,6 +3,8 @@ with them (the fast read assumes three frames and checks the layout after)."""
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -159,3 +161,13 @@ def test_a_closed_socket_is_a_clear_error_not_a_crash(pair: tuple[zmq.Socket[byt
     with pytest.raises(zmq.ZMQError) as err:
         READERS[reader](pull, 10)
     assert not isinstance(err.value, zmq.Again)
+
+
+def test_without_the_built_reader_the_python_reads_are_used_and_said(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delattr("bus._frames")  # as where no C compiler built it
+    monkeypatch.setitem(sys.modules, "bus._frames", None)
+    with caplog.at_level(logging.WARNING, logger="greenroom.bus.sockio"):
+        assert sockio._native() is None
+    assert "reading messages in Python" in caplog.text
