@@ -43,23 +43,31 @@ async def _start(server: Any) -> None:
 
 
 @pytest.fixture
-async def sink(
+async def hosted(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, short_tmp: Path, own_pg: tuple[Any, str]
-) -> AsyncIterator[tuple[Endpoints, Any, str]]:
+) -> AsyncIterator[tuple[Endpoints, Any, str, Host]]:
+    """A broker and the sink on this test's own PostgreSQL; ``param``: more settings (env)."""
     from bus import Broker
 
     endpoints = Endpoints(f"ipc://{short_tmp}/bus")
     monkeypatch.setenv("GREENROOM_BUS", endpoints.events_out)
     monkeypatch.setenv("DATABASE_URL", own_pg[1])
     monkeypatch.setenv("GREENROOM_HEARTBEAT", "0.2")
-    monkeypatch.setenv("GREENROOM_TELEMETRY_BUFFER", str(getattr(request, "param", 100_000)))
+    monkeypatch.setenv("GREENROOM_TELEMETRY_BUFFER", "100000")
+    for name, value in getattr(request, "param", {}).items():
+        monkeypatch.setenv(name, value)
     settings.cache_clear()
     with Broker(endpoints):
         host = Host(endpoints, [TelemetrySink])
         await host.start()
-        yield endpoints, own_pg[0], own_pg[1]
-        await host.stop()
+        yield endpoints, own_pg[0], own_pg[1], host
+        await host.stop()  # once: a test may have stopped it already
     settings.cache_clear()
+
+
+@pytest.fixture
+def sink(hosted: tuple[Endpoints, Any, str, Host]) -> tuple[Endpoints, Any, str]:
+    return hosted[:3]
 
 
 async def _send(conn: Connection, first: int, n: int) -> None:
@@ -109,7 +117,7 @@ async def test_events_wait_for_the_database_and_none_is_lost(sink: tuple[Endpoin
     assert back.sink["overflow"] == 0 and back.sink["flush_failures"] >= 1
 
 
-@pytest.mark.parametrize("sink", [500], indirect=True)
+@pytest.mark.parametrize("hosted", [{"GREENROOM_TELEMETRY_BUFFER": "500"}], indirect=True)
 async def test_what_does_not_fit_the_buffer_is_counted_not_hidden(sink: tuple[Endpoints, Any, str]) -> None:
     endpoints, server, url = sink
     watch = Collector(endpoints, ("telemetry.metrics",))
@@ -132,56 +140,36 @@ async def test_what_does_not_fit_the_buffer_is_counted_not_hidden(sink: tuple[En
 
 
 async def test_stopping_writes_everything_buffered_not_just_one_batch(
-    monkeypatch: pytest.MonkeyPatch, short_tmp: Path, own_pg: tuple[Any, str]
+    monkeypatch: pytest.MonkeyPatch, hosted: tuple[Endpoints, Any, str, Host]
 ) -> None:
-    from bus import Broker
-
-    server, url = own_pg
+    endpoints, server, url, host = hosted
     monkeypatch.setattr("actors.telemetry.BATCH", 50)  # a stop finds many batches waiting
-    endpoints = Endpoints(f"ipc://{short_tmp}/bus")
-    monkeypatch.setenv("GREENROOM_BUS", endpoints.events_out)
-    monkeypatch.setenv("DATABASE_URL", url)
-    settings.cache_clear()
-    with Broker(endpoints):
-        host = Host(endpoints, [TelemetrySink])
-        await host.start()
-        watch = Collector(endpoints, ("telemetry.metrics",))
-        await watch.start()
-        sender = Connection(endpoints, "sender")
-        await sender.start(lambda env, q: None, subscribe=[])
-        await _quiet(watch, lambda b: True)
-        await _stop(server)
-        await _send(sender, 0, 400)
-        await _next(watch, lambda b: b.sink["db_up"] == 0 and b.sink["buffered"] >= 400)
-        await _start(server)  # the writers are still backing off: the stop finds all 400 waiting
-        await host.stop()
-        await sender.close()
-        await watch.close()
-    settings.cache_clear()
+    watch = Collector(endpoints, ("telemetry.metrics",))
+    await watch.start()
+    sender = Connection(endpoints, "sender")
+    await sender.start(lambda env, q: None, subscribe=[])
+    await _quiet(watch, lambda b: True)
+    await _stop(server)
+    await _send(sender, 0, 400)
+    await _next(watch, lambda b: b.sink["db_up"] == 0 and b.sink["buffered"] >= 400)
+    await _start(server)  # the writers are still backing off: the stop finds all 400 waiting
+    await host.stop()
+    await sender.close()
+    await watch.close()
     assert await _stored(url) == list(range(400))
 
 
-@pytest.mark.parametrize("sync", ["0", "1"])
+@pytest.mark.parametrize(
+    ("hosted", "durable"),
+    [({"GREENROOM_DB_SYNC_COMMIT": "0"}, "off"), ({"GREENROOM_DB_SYNC_COMMIT": "1"}, "on")],
+    indirect=["hosted"],
+)
 async def test_the_sink_commits_as_durably_as_the_setting_says(
-    monkeypatch: pytest.MonkeyPatch, short_tmp: Path, own_pg: tuple[Any, str], sync: str
+    hosted: tuple[Endpoints, Any, str, Host], durable: str
 ) -> None:
     # GREENROOM_DB_SYNC_COMMIT, as for chat writes: off (the default) does not wait for the WAL
     # flush on each batch; a crash of PostgreSQL or the OS, not of Greenroom, can lose ~0.6 s.
-    from bus import Broker
-
-    endpoints = Endpoints(f"ipc://{short_tmp}/bus")
-    monkeypatch.setenv("GREENROOM_BUS", endpoints.events_out)
-    monkeypatch.setenv("DATABASE_URL", own_pg[1])
-    monkeypatch.setenv("GREENROOM_DB_SYNC_COMMIT", sync)
-    settings.cache_clear()
-    with Broker(endpoints):
-        host = Host(endpoints, [TelemetrySink])
-        await host.start()
-        try:
-            sink = host.actors[0]
-            assert isinstance(sink, TelemetrySink)
-            async with sink._pool.acquire() as conn:
-                assert await conn.fetchval("SHOW synchronous_commit") == ("on" if sync == "1" else "off")
-        finally:
-            await host.stop()
-    settings.cache_clear()
+    sink = hosted[3].actors[0]
+    assert isinstance(sink, TelemetrySink)
+    async with sink._pool.acquire() as conn:
+        assert await conn.fetchval("SHOW synchronous_commit") == durable
