@@ -84,6 +84,8 @@ recv_messages(PyObject *self, PyObject *args)
         for (;;) {
             if (msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
                 int e = zmq_errno_fn();
+                if (e == EINTR)
+                    continue; /* a signal, not the socket: read again (as pyzmq does) */
                 err = (e == EAGAIN && frames == NULL) ? -1 : e;
                 break;
             }

@@ -28,7 +28,7 @@ from bus.endpoints import Endpoints
 from bus.envelope import Envelope, Header, make_header, new_id, type_prefix
 from bus.message import REGISTRY, BusError, DecodeError, Message, Registry, UnknownTypeError
 from bus.monitor import SocketMonitor
-from bus.sockio import RateLimitedLog, recv_frames, recv_messages, send_frames, send_with_backoff
+from bus.sockio import RateLimitedLog, recv_message, recv_messages, send_frames, send_with_backoff
 from bus.system import Probe
 
 log = logging.getLogger("greenroom.bus")
@@ -320,7 +320,7 @@ class Connection:
             return
         for _ in range(BATCH):
             try:
-                frames = recv_frames(sock)
+                frames = recv_message(sock)
             except zmq.Again:
                 return
             except zmq.ZMQError:

@@ -9,7 +9,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import zmq
 
@@ -100,7 +100,12 @@ def recv_messages_python(sock: zmq.Socket[bytes], limit: int) -> list[list[bytes
     return out
 
 
-def _native() -> Callable[[zmq.Socket[bytes], int], list[list[bytes]]] | None:
+class _Readers(NamedTuple):
+    many: Callable[[zmq.Socket[bytes], int], list[list[bytes]]]
+    one: Callable[[zmq.Socket[bytes]], list[bytes]]
+
+
+def _native() -> _Readers | None:
     """``bus._frames`` bound to the libzmq pyzmq loaded, or None where it cannot be."""
     try:
         import ctypes
@@ -117,25 +122,37 @@ def _native() -> Callable[[zmq.Socket[bytes], int], list[list[bytes]]] | None:
         log.warning("bus._frames unavailable, reading messages in Python", extra={"error": str(exc)})
         return None
     native: Callable[[int, int], tuple[list[list[bytes]], int]] = _frames.recv_messages
-    retry = (0, errno.EAGAIN, errno.EINTR)
 
     def recv_messages_native(sock: zmq.Socket[bytes], limit: int) -> list[list[bytes]]:
         if sock.closed:
             raise zmq.ZMQError(errno.ENOTSOCK)
         messages, err = native(sock.underlying, limit)
-        if err not in retry and not messages:
+        if err and err != errno.EAGAIN and not messages:
             raise zmq.ZMQError(err)
         return messages  # an error behind them comes back on the next read
 
-    return recv_messages_native
+    def recv_message_native(sock: zmq.Socket[bytes]) -> list[bytes]:
+        if sock.closed:
+            raise zmq.ZMQError(errno.ENOTSOCK)
+        messages, err = native(sock.underlying, 1)
+        if messages:
+            return messages[0]
+        raise zmq.Again() if not err or err == errno.EAGAIN else zmq.ZMQError(err)
+
+    return _Readers(recv_messages_native, recv_message_native)
 
 
-recv_messages: Callable[[zmq.Socket[bytes], int], list[list[bytes]]] = _native() or recv_messages_python
+_readers = _native()
+recv_messages: Callable[[zmq.Socket[bytes], int], list[list[bytes]]] = (
+    _readers.many if _readers else recv_messages_python
+)
 """Up to ``limit`` whole messages waiting on ``sock``, each the list of its frames; ``[]`` when
 none waits. Raises ``zmq.ZMQError`` (never ``Again``) when the socket fails with nothing read.
 
 Built (``bus._frames``), it reads message boundaries exactly, at ~0.2 us a frame; pyzmq can
 only tell a frame's ``more`` flag through a Frame object or a getsockopt (~1.5 us each)."""
+recv_message: Callable[[zmq.Socket[bytes]], list[bytes]] = _readers.one if _readers else recv_frames
+"""One whole message's frames, as :func:`recv_frames` (``zmq.Again`` when none waits)."""
 
 
 def _laid_out(frames: list[bytes], i: int) -> bool:

@@ -109,13 +109,14 @@ def test_short_messages_with_nothing_behind_them_are_read_as_they_came(pair: tup
 # -- recv_messages: whole messages in one call (bus._frames, built; or recv_event in a loop) ---------
 
 READERS = {"native": sockio.recv_messages, "python": sockio.recv_messages_python}
+ONE = {"native": sockio.recv_message, "python": sockio.recv_frames}  # every actor's reads, one message each
 
 
 def test_the_built_reader_is_the_one_in_use() -> None:
     # `make` builds bus._frames (pyproject's ext-modules); the pure-Python reads are a fallback
     # for installs without a C compiler, ~8x slower per event.
-    assert sockio.recv_messages is not sockio.recv_messages_python
     assert sockio.recv_messages.__name__ == "recv_messages_native"
+    assert sockio.recv_message.__name__ == "recv_message_native"
 
 
 def read_all(pull: zmq.Socket[bytes], reader: str, n: int, limit: int = 256) -> list[list[bytes]]:
@@ -171,3 +172,24 @@ def test_without_the_built_reader_the_python_reads_are_used_and_said(
     with caplog.at_level(logging.WARNING, logger="greenroom.bus.sockio"):
         assert sockio._native() is None
     assert "reading messages in Python" in caplog.text
+
+
+@pytest.mark.parametrize("reader", ONE)
+def test_one_message_at_a_time_whole_and_again_when_none_waits(
+    pair: tuple[zmq.Socket[bytes], ...], reader: str
+) -> None:
+    push, pull = pair
+    sent = [event(0), [b"one frame"], event(1, b"\x00" * 640, b""), [b"a", b"b"]]
+    for frames in sent:
+        push.send_multipart(frames)
+    pull.poll(1000)
+    got = []
+    for _ in sent:
+        got.append(ONE[reader](pull))
+    assert got == sent
+    with pytest.raises(zmq.Again):
+        ONE[reader](pull)
+    pull.close(0)
+    with pytest.raises(zmq.ZMQError) as err:
+        ONE[reader](pull)
+    assert not isinstance(err.value, zmq.Again)
