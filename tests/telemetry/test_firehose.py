@@ -21,7 +21,6 @@ from bus.system import Ping
 from bus.telemetry import MetricsSnapshot
 from config.settings import settings
 from tests.helpers import Collector
-from tests.telemetry.test_outage import own_pg, sink  # noqa: F401
 
 
 async def one_more(watch: Collector) -> None:
@@ -31,7 +30,7 @@ async def one_more(watch: Collector) -> None:
 
 
 async def test_sessions_beyond_the_topic_cache_are_each_stored_as_their_own(
-    sink: tuple[Endpoints, Any, str],  # noqa: F811
+    sink: tuple[Endpoints, Any, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(telemetry, "MAX_ROUTES", 7)
@@ -59,7 +58,7 @@ async def test_sessions_beyond_the_topic_cache_are_each_stored_as_their_own(
 
 
 async def test_messages_the_bus_dropped_on_the_way_are_counted_as_missed(
-    sink: tuple[Endpoints, Any, str],  # noqa: F811
+    sink: tuple[Endpoints, Any, str],
 ) -> None:
     """A slow subscriber loses messages at the broker; the sink sees that as gaps in each
     sender's per-type ``seq`` and reports them (``missed``), next to what it stored."""
@@ -109,7 +108,7 @@ async def test_messages_the_bus_dropped_on_the_way_are_counted_as_missed(
 async def tight(
     monkeypatch: pytest.MonkeyPatch,
     short_tmp: Path,
-    own_pg: tuple[Any, str],  # noqa: F811
+    own_pg: tuple[Any, str],
 ) -> AsyncIterator[tuple[Endpoints, Host, str]]:
     """A sink behind a broker (and a tap socket) that hold only a few hundred messages for it."""
     endpoints = Endpoints(f"ipc://{short_tmp}/bus")

