@@ -13,7 +13,7 @@ CC_BIN := /usr/bin/cc
 $(CC_BIN):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev
 
-$(STAMP): pyproject.toml bus/_frames.c | $(CC_BIN)
+$(STAMP): pyproject.toml setup.py bus/_frames.c | $(CC_BIN)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-dev)
