@@ -51,12 +51,18 @@ async def _quiet(watch: Collector, where: Any) -> MetricsSnapshot:
     return await _next(watch, lambda b: b.sink["buffered"] == 0 and where(b))
 
 
-async def test_events_wait_for_the_database_and_none_is_lost(sink: tuple[Endpoints, Any, str]) -> None:
-    endpoints, server, url = sink
-    watch = Collector(endpoints, ("telemetry.metrics", "sys.error"))
+async def _watch_and_send(endpoints: Endpoints, *types: str) -> tuple[Collector, Connection]:
+    """A watch on the sink's metrics (and ``types``), and a connection to send pings from."""
+    watch = Collector(endpoints, ("telemetry.metrics", *types))
     await watch.start()
     sender = Connection(endpoints, "sender")
     await sender.start(lambda env, q: None, subscribe=[])
+    return watch, sender
+
+
+async def test_events_wait_for_the_database_and_none_is_lost(sink: tuple[Endpoints, Any, str]) -> None:
+    endpoints, server, url = sink
+    watch, sender = await _watch_and_send(endpoints, "sys.error")
     await _send(sender, 0, 300)
     await _quiet(watch, lambda b: b.sink["written"] >= 300)
     await _stop(server)
@@ -76,10 +82,7 @@ async def test_events_wait_for_the_database_and_none_is_lost(sink: tuple[Endpoin
 @pytest.mark.parametrize("hosted", [{"GREENROOM_TELEMETRY_BUFFER": "500"}], indirect=True)
 async def test_what_does_not_fit_the_buffer_is_counted_not_hidden(sink: tuple[Endpoints, Any, str]) -> None:
     endpoints, server, url = sink
-    watch = Collector(endpoints, ("telemetry.metrics",))
-    await watch.start()
-    sender = Connection(endpoints, "sender")
-    await sender.start(lambda env, q: None, subscribe=[])
+    watch, sender = await _watch_and_send(endpoints)
     await _quiet(watch, lambda b: True)
     await _stop(server)
     await _send(sender, 0, 2000)
@@ -100,10 +103,7 @@ async def test_stopping_writes_everything_buffered_not_just_one_batch(
 ) -> None:
     endpoints, server, url, host = hosted
     monkeypatch.setattr("actors.telemetry.BATCH", 50)  # a stop finds many batches waiting
-    watch = Collector(endpoints, ("telemetry.metrics",))
-    await watch.start()
-    sender = Connection(endpoints, "sender")
-    await sender.start(lambda env, q: None, subscribe=[])
+    watch, sender = await _watch_and_send(endpoints)
     await _quiet(watch, lambda b: True)
     await _stop(server)
     await _send(sender, 0, 400)
