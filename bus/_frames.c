@@ -1,4 +1,5 @@
-/* bus._frames: read whole ZeroMQ messages in one call, for taps (the telemetry sink's hot path).
+/* bus._frames: read whole ZeroMQ messages in one call (every connection's reads; a tap's, such as
+ * the telemetry sink's hot path, many at a time).
  *
  * pyzmq tells whether a frame has more behind it only through a Frame object or a getsockopt,
  * ~1.5 us each, on top of a ~0.2 us read: most of what reading an event costs. Here libzmq's
