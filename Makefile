@@ -8,7 +8,7 @@ export LC_ALL := C.UTF-8
 
 .PHONY: run test lint typecheck unit bench clean
 
-# pip builds bus/_frames.c (the tap's message reader) with the C compiler and Python's headers.
+# pip builds bus/_frames.c (the bus's message reader) with the C compiler and Python's headers.
 CC_BIN := /usr/bin/cc
 $(CC_BIN):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev
