@@ -38,60 +38,12 @@ def recv_frames(sock: zmq.Socket[bytes]) -> list[bytes]:
     return parts
 
 
-_MAPISH = bytes(1 if 0x80 <= b <= 0x8F or b in (0xDE, 0xDF) else 0 for b in range(256))
-"""First bytes of a msgpack map (fixmap, map16, map32): a header or a body."""
-
-
-def recv_event(sock: zmq.Socket[bytes]) -> tuple[list[bytes] | None, list[bytes]]:
-    """One event's frames, for taps: ``(None, frames)``, or ``(malformed, frames)`` when a
-    malformed message was read ahead of them. Raises zmq.Again when nothing waits.
-
-    Every bus event has at least three frames (topic, header, body), so the first two are
-    read as plain bytes, without the frame object whose ``more`` flag costs more than the
-    read; the third tells whether extra frames follow. A malformed message of fewer frames
-    makes the read run into the next message: the layout check (a topic, then two msgpack
-    maps) catches it, and the frames are split where a well-formed message starts — no
-    message after a malformed one is lost. ZeroMQ delivers a message's frames together,
-    so a read that finds nothing more ends a message.
-    """
-    recv = sock.recv
-    first = recv(_NB)
-    try:
-        second = recv(_NB)
-    except zmq.Again:
-        return None, [first]  # a one-frame message, and nothing behind it
-    try:
-        frame = recv(_NB, copy=False)
-    except zmq.Again:
-        return None, [first, second]
-    body = frame.bytes
-    frames = [first, second, body]
-    while frame.more:
-        frame = recv(_NB, copy=False)
-        frames.append(frame.bytes)
-    try:  # _laid_out(frames, 0), inline: this is every tap's hot path
-        if _MAPISH[second[0]] and _MAPISH[body[0]] and not _MAPISH[first[0]] and b"|" in first:
-            return None, frames
-    except IndexError:  # an empty frame
-        pass
-    for i in range(1, len(frames) - 2):
-        if _laid_out(frames, i):
-            return frames[:i], frames[i:]
-    return None, frames  # malformed as a whole: the handler sees it as it came
-
-
 def recv_messages_python(sock: zmq.Socket[bytes], limit: int) -> list[list[bytes]]:
-    """:func:`recv_messages` where ``bus._frames`` is not built: :func:`recv_event` in a loop (a
-    malformed message read ahead of an event comes as a message of its own, so the list may hold
-    ``limit + 1``)."""
+    """:func:`recv_messages` where ``bus._frames`` is not built: :func:`recv_frames` in a loop."""
     out: list[list[bytes]] = []
-    append = out.append
     try:
         while len(out) < limit:
-            malformed, frames = recv_event(sock)
-            if malformed is not None:
-                append(malformed)
-            append(frames)
+            out.append(recv_frames(sock))
     except zmq.Again:
         pass
     except zmq.ZMQError:
@@ -153,14 +105,6 @@ Built (``bus._frames``), it reads message boundaries exactly, at ~0.2 us a frame
 only tell a frame's ``more`` flag through a Frame object or a getsockopt (~1.5 us each)."""
 recv_message: Callable[[zmq.Socket[bytes]], list[bytes]] = _readers.one if _readers else recv_frames
 """One whole message's frames, as :func:`recv_frames` (``zmq.Again`` when none waits)."""
-
-
-def _laid_out(frames: list[bytes], i: int) -> bool:
-    """Whether ``frames[i:]`` starts like a bus event: a topic, then two msgpack maps."""
-    topic, header, body = frames[i], frames[i + 1], frames[i + 2]
-    if not (topic and header and body):
-        return False
-    return b"|" in topic and not _MAPISH[topic[0]] and bool(_MAPISH[header[0]] and _MAPISH[body[0]])
 
 
 async def send_with_backoff(sock: zmq.Socket[bytes], frames: list[bytes], timeout: float) -> bool:
