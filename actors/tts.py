@@ -12,12 +12,14 @@ soonest (a turn not yet heard at all first), and none more than ``AHEAD`` second
 of its listener. Several sessions speaking at once then each get their next sentence in
 time, and the model writing their replies keeps the CPU that speech far ahead would take.
 
-Synthesis runs in worker threads, one per core (the native code releases the GIL), on one
-engine per voice that they share: a Piper voice's onnxruntime session runs several
-generations at once (bit-identical to one at a time), so a second engine would only cost
-its ~190 MB. Each generation uses one core: a two-thread generation stalls at its
-barriers whenever the other core is busy (the model writing the rest of the reply), and
-then takes twice as long as on one.
+Local synthesis (Piper) runs in worker threads (the native code releases the GIL) on one
+engine per voice. With the default onnxruntime engine one generation at a time runs on
+every core: a 4-word first piece is ready in ~100 ms instead of ~160 ms on one core, and
+speech comes out at least as fast as from two one-core generations side by side (19 against
+17 seconds of speech a second here; the embedded model, niced, does not slow it). With
+sherpa-onnx's engine a two-core generation gained nothing, so it runs one per core.
+Cloud voices (DashScope) wait on the network, not the CPU: they run in threads of their own
+and never wait for a local generation.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.dashscope_speech import CosyVoiceSynthesizer
-from actors.speech import Int16, PiperSynthesizer, SpeechError, Synthesizer
+from actors.speech import Int16, SpeechError, Synthesizer, make_piper
 from bus import Envelope
 from bus.chat import ChatError, EndSession, Reply, Sentence, TurnStarted
 from bus.system import Interrupt
@@ -60,6 +62,18 @@ HOLD_PER_OTHER = 0.35
 HOLD = 1.0
 """The longest a first piece is held: ``HOLD_PER_OTHER`` seconds per other session, up to this."""
 DEFAULT_VOICE = "en_US-joe-medium"
+CLOUD_THREADS = 8
+"""Cloud syntheses at once (each waits on its own connection)."""
+
+
+def local_plan(engine: str, cores: int) -> tuple[int, int]:
+    """(local generations at once, cores each) for a Piper engine on ``cores`` cores."""
+    cores = max(1, cores)
+    return (1, cores) if engine == "onnxruntime" else (cores, 1)
+
+
+def is_cloud(voice: str) -> bool:
+    return voice.startswith("cosyvoice")
 
 
 @dataclass(eq=False)
@@ -116,8 +130,9 @@ class TtsWorker(Actor):
 
     async def on_start(self) -> None:
         self.cards: dict[str, Card] = load_cards()
-        self._workers = max(1, min(2, os.cpu_count() or 1))
+        self._workers, self._threads = local_plan(settings().tts_engine, min(2, os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="tts")
+        self._cloud = ThreadPoolExecutor(max_workers=CLOUD_THREADS, thread_name_prefix="tts-cloud")
         self._engines: dict[str, Synthesizer] = {}
         self._loading: dict[str, asyncio.Future[Synthesizer]] = {}
         self._utterances: dict[str, Utterance] = {}
@@ -126,25 +141,28 @@ class TtsWorker(Actor):
         self._wake = asyncio.Event()
         self._start_scheduler()
         await self._engine(DEFAULT_VOICE)  # load before saying ready: the first reply should not wait
-        self.log.info("speech synthesizer ready", workers=self._workers)
+        self.log.info("speech synthesizer ready", engine=settings().tts_engine, at_once=self._workers,
+                      threads=self._threads)  # fmt: skip
 
     async def on_stop(self) -> None:
         self._scheduler.cancel()
         for task in [*self._jobs, *(t for utt in self._utterances.values() for t in utt.tasks)]:
             task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._cloud.shutdown(wait=False, cancel_futures=True)
 
     async def _engine(self, voice: str) -> Synthesizer:
         """The voice's engine, loaded once (sessions asking for it meanwhile wait for that load)."""
         engine = self._engines.get(voice)
         if engine is None:
             cfg = settings()
-            if voice.startswith("cosyvoice"):  # a client per call: nothing to load
+            if is_cloud(voice):  # a client per call: nothing to load
                 engine = CosyVoiceSynthesizer(voice, cfg.dashscope_api_key, cfg.dashscope_ws_url)
             else:
                 loading = self._loading.get(voice)
                 if loading is None:
-                    loading = asyncio.wrap_future(self._pool.submit(PiperSynthesizer, cfg.data_dir, voice, 1))
+                    load = (cfg.tts_engine, cfg.data_dir, voice, self._threads)
+                    loading = asyncio.wrap_future(self._pool.submit(make_piper, *load))
                     self._loading[voice] = loading
                 try:
                     engine = await asyncio.shield(loading)
@@ -203,16 +221,18 @@ class TtsWorker(Actor):
         self._wake.set()
 
     async def _schedule(self) -> None:
-        """Starts syntheses while threads are free: earliest deadline first, none too far ahead."""
+        """Starts syntheses while threads are free: earliest deadline first, none too far
+        ahead. Local ones wait for a free local thread; cloud ones only for their turn."""
         while True:
             self._wake.clear()
             wait = math.inf
-            while self._running < self._workers:
+            while True:
                 now = time.monotonic()
+                local_free = self._running < self._workers
                 due: Utterance | None = None
                 due_lead = AHEAD
                 for utt in self._utterances.values():
-                    if utt.busy or not utt.pending:
+                    if utt.busy or not utt.pending or not (local_free or is_cloud(utt.voice)):
                         continue
                     lead = utt.lead(now)
                     if lead >= AHEAD:
@@ -222,7 +242,8 @@ class TtsWorker(Actor):
                 if due is None:
                     break
                 due.busy = True
-                self._running += 1
+                if not is_cloud(due.voice):
+                    self._running += 1
                 job = asyncio.create_task(self._synthesize(due, *due.pending.popleft()))
                 self._jobs.add(job)
                 job.add_done_callback(self._jobs.discard)
@@ -239,7 +260,8 @@ class TtsWorker(Actor):
                 await self._give_up(utt, ChatError("voice_unavailable", str(exc)))
                 return
             try:
-                pcm = await asyncio.get_running_loop().run_in_executor(self._pool, engine.synthesize, text)
+                pool = self._cloud if is_cloud(utt.voice) else self._pool
+                pcm = await asyncio.get_running_loop().run_in_executor(pool, engine.synthesize, text)
             except SpeechError as exc:  # the provider refused (key, task-failed, timeout): the text goes on
                 self.log.warning("synthesis failed", error=exc.args[0])
                 await self._give_up(utt, ChatError("tts_failed", exc.args[0]))
@@ -255,7 +277,8 @@ class TtsWorker(Actor):
             utt.audio.put_nowait((text, pcm, engine.rate))
         finally:
             utt.busy = False
-            self._running -= 1
+            if not is_cloud(utt.voice):
+                self._running -= 1
             self._end_if_done(utt)
             self._wake.set()
 

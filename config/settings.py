@@ -18,6 +18,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "config" / "greenroom.toml"
 EMOTION_TAGS = ("auto", "on", "off")
+TTS_ENGINES = ("onnxruntime", "sherpa-onnx")
 IPC_PATH_MAX = 100  # sun_path is 108 bytes; keep room for ".q.NAME.push"
 
 
@@ -101,6 +102,10 @@ class Settings:
     """DASHSCOPE_API_KEY, for DashScope voices (``cosyvoice-v2:VOICE``) and ASR (``dashscope:MODEL``)."""
     dashscope_ws_url: str | None = None
     """DASHSCOPE_WEBSOCKET_BASE_URL; None: the SDK's default (Alibaba Cloud)."""
+    tts_engine: str = "onnxruntime"
+    """GREENROOM_TTS_ENGINE: what runs the Piper voice: ``onnxruntime`` (its model as Piper
+    runs it, one generation at a time on every core) or ``sherpa-onnx`` (sherpa-onnx's VITS
+    engine, one generation per core)."""
     tts_voice: str | None = None
     """GREENROOM_TTS_VOICE: one voice for every character (e.g. ``cosyvoice-v2:longxiaochun``);
     None: each card's own ``voice``."""
@@ -196,6 +201,7 @@ def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None
         stt_model=env.get("GREENROOM_STT_MODEL") or doc.get("stt_model") or None,
         dashscope_api_key=env.get("DASHSCOPE_API_KEY", ""),
         dashscope_ws_url=env.get("DASHSCOPE_WEBSOCKET_BASE_URL") or doc.get("dashscope_ws_url") or None,
+        tts_engine=_one_of(pick("tts_engine", "GREENROOM_TTS_ENGINE", "onnxruntime"), "tts_engine", TTS_ENGINES),
         tts_voice=env.get("GREENROOM_TTS_VOICE") or doc.get("tts_voice") or None,
         mcp_servers=_mcp_servers(doc.get("mcp_servers", []), data_dir),
         task_timeout=_positive(pick("task_timeout", "GREENROOM_TASK_TIMEOUT", 120.0), "task_timeout"),

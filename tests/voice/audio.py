@@ -13,14 +13,16 @@ from typing import Any
 import numpy as np
 import soxr
 
-from actors.speech import Int16, PiperSynthesizer
+from actors.speech import Int16, SherpaPiperSynthesizer
 
 MIC_RATE = 48_000
 
 
 @functools.cache
-def voice() -> PiperSynthesizer:
-    return PiperSynthesizer(Path(tempfile.gettempdir()) / "greenroom-test-voice")
+def voice() -> SherpaPiperSynthesizer:
+    """The user's voice: Piper through sherpa-onnx, as the tests and bench/voice.py have always
+    spoken their questions (the system answers through its own engine)."""
+    return SherpaPiperSynthesizer(Path(tempfile.gettempdir()) / "greenroom-test-voice")
 
 
 def speech(text: str, rate: int = MIC_RATE) -> Int16:
