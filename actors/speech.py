@@ -224,11 +224,13 @@ class PiperSynthesizer:
     (``piper-phonemize``) to the voice's phoneme ids, each phoneme followed by a pad, into
     the model's own onnxruntime session.
 
-    It is the default engine because it is the faster one here (bench/voice.py, 2026-11-22:
-    a 4-word first piece in ~100 ms on two threads against ~180 ms for sherpa-onnx's VITS
-    engine on the same model; 1.4x the speech per CPU second with two sessions at once) and
-    because it says what the voice was trained to say: sherpa-onnx drops the pauses Piper
-    makes at commas. :class:`SherpaPiperSynthesizer` is kept (``GREENROOM_TTS_ENGINE``).
+    It is the default engine because it makes speech faster and because it says what the
+    voice was trained to say. In the running system (bench/voice.py with its log,
+    2026-11-22, two generations at once on one core each) a generation took 0.20-0.21 s a
+    second of speech against 0.26-0.27 for sherpa-onnx's VITS engine on the same model; its
+    first pieces were no slower (232-239 against 216-270 ms, median of 14). And sherpa-onnx
+    drops the pauses Piper makes at commas. :class:`SherpaPiperSynthesizer` is kept
+    (``GREENROOM_TTS_ENGINE=sherpa-onnx``).
 
     ``threads`` cores work on one generation; :meth:`synthesize` may be called from several
     threads at once (onnxruntime sessions are thread-safe; espeak-ng, which keeps global

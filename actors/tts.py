@@ -12,12 +12,14 @@ soonest (a turn not yet heard at all first), and none more than ``AHEAD`` second
 of its listener. Several sessions speaking at once then each get their next sentence in
 time, and the model writing their replies keeps the CPU that speech far ahead would take.
 
-Local synthesis (Piper) runs in worker threads (the native code releases the GIL) on one
-engine per voice. With the default onnxruntime engine one generation at a time runs on
-every core: a 4-word first piece is ready in ~100 ms instead of ~160 ms on one core, and
-speech comes out at least as fast as from two one-core generations side by side (19 against
-17 seconds of speech a second here; the embedded model, niced, does not slow it). With
-sherpa-onnx's engine a two-core generation gained nothing, so it runs one per core.
+Local synthesis (Piper) runs in worker threads, one per core (the native code releases the
+GIL), on one engine per voice that they share: a Piper voice's onnxruntime session runs
+several generations at once (bit-identical to one at a time), so a second engine would only
+cost memory. Each generation uses one core. Alone on an idle machine a two-core generation
+is faster (a 4-word piece in ~100 ms instead of ~160), but in the running system, where
+the reply's text is streamed through several processes while its first words are spoken, it
+stalls at its barriers whenever another process takes a core: first pieces took 341 and 385
+ms (median of 14) against 239 and 232 on one core (bench/voice.py with its log, 2026-11-22).
 Cloud voices (DashScope) wait on the network, not the CPU: they run in threads of their own
 and never wait for a local generation.
 """
@@ -64,12 +66,6 @@ HOLD = 1.0
 DEFAULT_VOICE = "en_US-joe-medium"
 CLOUD_THREADS = 8
 """Cloud syntheses at once (each waits on its own connection)."""
-
-
-def local_plan(engine: str, cores: int) -> tuple[int, int]:
-    """(local generations at once, cores each) for a Piper engine on ``cores`` cores."""
-    cores = max(1, cores)
-    return (1, cores) if engine == "onnxruntime" else (cores, 1)
 
 
 def is_cloud(voice: str) -> bool:
@@ -130,7 +126,7 @@ class TtsWorker(Actor):
 
     async def on_start(self) -> None:
         self.cards: dict[str, Card] = load_cards()
-        self._workers, self._threads = local_plan(settings().tts_engine, min(2, os.cpu_count() or 1))
+        self._workers = max(1, min(2, os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="tts")
         self._cloud = ThreadPoolExecutor(max_workers=CLOUD_THREADS, thread_name_prefix="tts-cloud")
         self._engines: dict[str, Synthesizer] = {}
@@ -141,8 +137,7 @@ class TtsWorker(Actor):
         self._wake = asyncio.Event()
         self._start_scheduler()
         await self._engine(DEFAULT_VOICE)  # load before saying ready: the first reply should not wait
-        self.log.info("speech synthesizer ready", engine=settings().tts_engine, at_once=self._workers,
-                      threads=self._threads)  # fmt: skip
+        self.log.info("speech synthesizer ready", engine=settings().tts_engine, workers=self._workers)
 
     async def on_stop(self) -> None:
         self._scheduler.cancel()
@@ -161,7 +156,7 @@ class TtsWorker(Actor):
             else:
                 loading = self._loading.get(voice)
                 if loading is None:
-                    load = (cfg.tts_engine, cfg.data_dir, voice, self._threads)
+                    load = (cfg.tts_engine, cfg.data_dir, voice, 1)
                     loading = asyncio.wrap_future(self._pool.submit(make_piper, *load))
                     self._loading[voice] = loading
                 try:
