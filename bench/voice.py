@@ -16,6 +16,9 @@ the embedded SmolLM2 model, the edge). Questions are spoken by the Piper voice, 
   sentence, up to ~0.2 s, is cut: until 2026-11-22 it was counted as speech, which made
   every figure look up to that much better).
 - memory: RSS of every process of the system (the model server listed apart).
+- the machine now: before the system starts, the models alone in this process (Whisper on
+  each question, Piper on a 4-word first piece, one core each) and a fixed Python loop.
+  This VM's speed drifts by up to ~2x over hours; these put a run's figures in context.
 
 Usage: python bench/voice.py [--turns 12] [--sessions 1 2 4 8 10] [--listen 6] [--log FILE]
 Writes bench/results/voice.json.
@@ -237,6 +240,36 @@ async def run(url: str, endpoints: Endpoints, args: argparse.Namespace) -> dict[
     return {"latency": lat, "concurrency": conc}
 
 
+FIRST_PIECES = ["The capital of France", "The sky looks blue", "Why did the robot", "Airplanes fly because their",
+                "My favorite color is", "Gravity is a force"]  # fmt: skip
+
+
+def machine_now(turns: int) -> dict[str, Any]:
+    """The models alone, and a fixed Python loop, in this process before the system starts."""
+    from actors.speech import STT_RATE, WhisperRecognizer, make_piper
+    from config.settings import settings
+
+    t = time.perf_counter()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    loop_ms = (time.perf_counter() - t) * 1000
+    whisper = WhisperRecognizer(threads=1, workers=1)
+    piper = make_piper(settings().tts_engine, Path(tempfile.mkdtemp(prefix="grv-voice-")), "en_US-joe-medium")
+    heard, said = [], []
+    for i in range(max(turns, 6)):
+        pcm = voiced(speech(QUESTIONS[i % len(QUESTIONS)], STT_RATE), STT_RATE)
+        question = np.asarray(pcm / 32768, dtype=np.float32)
+        t = time.perf_counter()
+        whisper.transcribe(question)
+        heard.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        piper.synthesize(FIRST_PIECES[i % len(FIRST_PIECES)])
+        said.append((time.perf_counter() - t) * 1000)
+    return {"python_loop_5m_ms": loop_ms, "whisper_question_p50_ms": pct(heard, 50),
+            "piper_first_piece_p50_ms": pct(said, 50), "tts_engine": settings().tts_engine}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=12)
@@ -244,6 +277,9 @@ def main() -> None:
     parser.add_argument("--listen", type=float, default=6.0)
     parser.add_argument("--log", type=Path, help="write the system's debug log (JSON lines) here")
     args = parser.parse_args()
+    now = machine_now(args.turns)
+    print("the machine now (models alone, one core):", {k: round(v) if isinstance(v, float) else v
+                                                        for k, v in now.items()})  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="grv-", dir="/tmp"))
     http_port, llm_port = free_port(), free_port()
     env = {**os.environ, "GREENROOM_DATA_DIR": str(tmp), "GREENROOM_HTTP_PORT": str(http_port),
@@ -257,7 +293,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{http_port}"
     endpoints = Endpoints(f"ipc://{tmp.resolve()}/run/bus")
     report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "now": now},
         "setup": "run.py, all local models (silero VAD, Whisper tiny.en, SmolLM2-135M, Piper joe)",
     }
     try:
