@@ -180,20 +180,30 @@ async def test_the_listener_about_to_run_dry_is_served_first(monkeypatch: pytest
         await worker.on_stop()
 
 
-class SlowVoice(FakeVoice):
-    """Holds its thread for ``busy`` seconds a sentence, like a local model on the CPU."""
+class HeldVoice(FakeVoice):
+    """Holds its thread until let go, like a local model on the CPU; counts how many
+    generations run at once."""
 
-    def __init__(self, seconds: float, busy: float) -> None:
+    def __init__(self, seconds: float) -> None:
         super().__init__(seconds)
-        self.busy = busy
+        self.began = threading.Event()
+        self.go = threading.Event()
+        self._lock = threading.Lock()
+        self._now = self.most = 0
 
     def synthesize(self, text: str) -> Int16:
-        time.sleep(self.busy)
+        with self._lock:
+            self._now += 1
+            self.most = max(self.most, self._now)
+        self.began.set()
+        self.go.wait(5)
+        with self._lock:
+            self._now -= 1
         return super().synthesize(text)
 
 
 async def test_a_cloud_voice_does_not_wait_for_the_local_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    local = SlowVoice(0.5, busy=0.6)
+    local = HeldVoice(0.5)
     worker, _ = await tts_worker(monkeypatch, local)
     cloud = FakeVoice(0.5)
     worker._engines["cosyvoice-v2:longxiaochun"] = cast(Any, cloud)
@@ -206,16 +216,17 @@ async def test_a_cloud_voice_does_not_wait_for_the_local_thread(monkeypatch: pyt
         mine.pending.append(("local one", 0.0))
         other.pending.append(("local two", 0.0))
         worker._wake.set()
-        await asyncio.sleep(0.1)  # "local one" holds the only local thread; "local two" waits
+        assert await asyncio.to_thread(local.began.wait, 5)  # "local one" holds the only local thread
         remote.pending.append(("from the cloud", 0.0))
         worker._wake.set()
         await asyncio.wait_for(remote.audio.get(), 5)
         assert [t for _, t in local.asked] == [] and [t for _, t in cloud.asked] == ["from the cloud"]
+        local.go.set()
         await asyncio.wait_for(mine.audio.get(), 5)
         await asyncio.wait_for(other.audio.get(), 5)
-        first, second = (t for t, _ in local.asked)
-        assert second - first >= 0.55, "one local generation at a time"
+        assert len(local.asked) == 2 and local.most == 1, "one local generation at a time"
     finally:
+        local.go.set()
         await worker.on_stop()
 
 
