@@ -11,6 +11,9 @@ for sherpa-onnx writes under the data directory.
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
 import importlib.util
 import json
 import re
@@ -47,6 +50,65 @@ def pcm16_to_float(data: bytes) -> Float32:
 
 def float_to_pcm16(x: Float32) -> Int16:
     return (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2")
+
+
+# -- memory -------------------------------------------------------------------------------
+
+TRIM_AFTER = 1.0
+"""Seconds the speech threads stay quiet before the heap's free memory is given back."""
+
+
+def _malloc_trim() -> Any:
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return getattr(libc, "malloc_trim", None)
+
+
+_TRIM = _malloc_trim()
+
+
+def trim_heap() -> bool:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``); False
+    where the C library has none.
+
+    Whisper and Piper allocate and free tens of MB per utterance from several threads;
+    glibc keeps what they freed in each thread's arena, so the voice process held 60-100 MB
+    more after a burst of speech than it needs (and trimmed it back in 5-7 ms)."""
+    if _TRIM is None:
+        return False
+    _TRIM(0)
+    return True
+
+
+class HeapTrimmer:
+    """Trims the heap once speech work has gone quiet: :meth:`quiet` (on the event loop) after
+    each burst of work; a burst that follows within ``after`` seconds puts it off. The trim
+    runs in a thread (it walks the heap for a few ms)."""
+
+    def __init__(self, after: float | None = None) -> None:
+        self.after = TRIM_AFTER if after is None else after
+        self.trims = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def quiet(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self.after, self._trim)
+
+    def _trim(self) -> None:
+        self._timer = None
+        self.trims += 1
+        task = asyncio.ensure_future(asyncio.to_thread(trim_heap))
+        _TRIMS.add(task)
+        task.add_done_callback(_TRIMS.discard)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+_TRIMS: set[asyncio.Future[bool]] = set()
 
 
 # -- VAD ------------------------------------------------------------------------------------
@@ -234,9 +296,10 @@ class PiperSynthesizer:
 
     ``threads`` cores work on one generation; :meth:`synthesize` may be called from several
     threads at once (onnxruntime sessions are thread-safe; espeak-ng, which keeps global
-    state, is entered by one thread at a time). The arena onnxruntime keeps for a
-    generation's tensors is given back after each one: it would otherwise hold on to the
-    peak (+190 MB after a long sentence). ``noise=False`` makes the voice deterministic
+    state, is entered by one thread at a time). A long sentence is run in pieces cut at its
+    commas (:func:`split_phonemes`), which bounds the model's working memory. The arena
+    onnxruntime keeps for a generation's tensors is given back after each one: it would
+    otherwise hold on to the peak (+190 MB after a long sentence). ``noise=False`` makes the voice deterministic
     (Piper's sampled phoneme lengths and noise off): the same text, the same samples.
     """
 
@@ -279,7 +342,7 @@ class PiperSynthesizer:
         with _ESPEAK:
             sentences = piper_phonemize.phonemize_espeak(text, self._espeak_voice)
         pieces: list[Float32] = []
-        for phonemes in sentences:
+        for phonemes in (piece for sentence in sentences for piece in split_phonemes(sentence)):
             if not phonemes:
                 continue
             ids = np.array([self.phoneme_ids(phonemes)], dtype=np.int64)
@@ -290,6 +353,33 @@ class PiperSynthesizer:
         if not pieces:
             return np.zeros(0, dtype="<i2")
         return float_to_pcm16(np.concatenate(pieces))
+
+
+MAX_PHONEMES = 60
+"""The most phonemes of a sentence run through the model at once (~3 s of speech). The
+model's working memory grows with its input, ~1 MB a phoneme: a 125-phoneme sentence (7 s)
+took 135 MB at its peak, two at once 288 MB; cut at its commas, a third of that."""
+CLAUSE_ENDS = frozenset(",;:")
+
+
+def split_phonemes(phonemes: list[str], most: int = MAX_PHONEMES) -> list[list[str]]:
+    """A sentence's phonemes in pieces of at most ``most``: cut after the last clause's
+    punctuation that fits (Piper pauses there anyway); a clause too long alone is cut between
+    words into even pieces."""
+    out: list[list[str]] = []
+    while len(phonemes) > most:
+        cut = next((i + 1 for i in range(most - 1, 0, -1) if phonemes[i] in CLAUSE_ENDS), 0)
+        if not cut:
+            clause = next((i + 1 for i, p in enumerate(phonemes) if p in CLAUSE_ENDS), len(phonemes))
+            target = clause // -(-clause // most)  # the clause in even pieces
+            spaces = [i for i in range(1, most) if phonemes[i] == " "]
+            cut = min(spaces, key=lambda i: abs(i - target)) if spaces else most
+        out.append(phonemes[:cut])
+        phonemes = phonemes[cut:]
+        while phonemes and phonemes[0] == " ":
+            phonemes = phonemes[1:]
+    out.append(phonemes)
+    return out
 
 
 def piper_files(voice: str) -> tuple[Path, Path]:

@@ -31,6 +31,7 @@ from actors.actor import Actor
 from actors.speech import (
     STT_RATE,
     Float32,
+    HeapTrimmer,
     Recognizer,
     SpeechError,
     VadSettings,
@@ -106,6 +107,7 @@ class SttWorker(Actor):
     async def on_start(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="stt")
         self._running = 0  # recognitions submitted and not done
+        self._trimmer = HeapTrimmer()  # what recognitions freed goes back once they pause
         loop = asyncio.get_running_loop()
         cfg = settings()
         self.recognizer: Recognizer = await loop.run_in_executor(
@@ -118,6 +120,7 @@ class SttWorker(Actor):
         for stream in self._streams.values():
             if stream.interim is not None:
                 stream.interim.cancel()
+        self._trimmer.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def on_message(self, env: Envelope[Any]) -> None:
@@ -237,6 +240,8 @@ class SttWorker(Actor):
         def done() -> None:
             self._running -= 1
             stream.running -= 1
+            if not self._running:
+                self._trimmer.quiet()
 
         with contextlib.suppress(RuntimeError):  # the loop is closed: the actor has stopped
             loop.call_soon_threadsafe(done)

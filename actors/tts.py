@@ -38,7 +38,7 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.dashscope_speech import CosyVoiceSynthesizer
-from actors.speech import Int16, SpeechError, Synthesizer, make_piper
+from actors.speech import HeapTrimmer, Int16, SpeechError, Synthesizer, make_piper
 from bus import Envelope
 from bus.chat import ChatError, EndSession, Reply, Sentence, TurnStarted
 from bus.system import Interrupt
@@ -133,6 +133,7 @@ class TtsWorker(Actor):
         self._loading: dict[str, asyncio.Future[Synthesizer]] = {}
         self._utterances: dict[str, Utterance] = {}
         self._running = 0
+        self._trimmer = HeapTrimmer()  # what generations freed goes back once they pause
         self._jobs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._start_scheduler()
@@ -141,6 +142,7 @@ class TtsWorker(Actor):
 
     async def on_stop(self) -> None:
         self._scheduler.cancel()
+        self._trimmer.cancel()
         for task in [*self._jobs, *(t for utt in self._utterances.values() for t in utt.tasks)]:
             task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -274,6 +276,8 @@ class TtsWorker(Actor):
             utt.busy = False
             if not is_cloud(utt.voice):
                 self._running -= 1
+                if not self._running:
+                    self._trimmer.quiet()
             self._end_if_done(utt)
             self._wake.set()
 

@@ -16,9 +16,12 @@ import numpy as np
 import pytest
 import soxr
 
+from actors import speech as speech_engines
 from actors import stt, tts
 from actors.speech import (
+    MAX_PHONEMES,
     STT_RATE,
+    HeapTrimmer,
     Int16,
     PiperSynthesizer,
     SpeechError,
@@ -26,6 +29,8 @@ from actors.speech import (
     collapse_repeats,
     make_piper,
     prepare_piper,
+    split_phonemes,
+    trim_heap,
 )
 from actors.stt import SttWorker
 from actors.tts import TtsWorker, Utterance
@@ -118,6 +123,111 @@ def test_piper_in_onnxruntime_speaks_words_whisper_hears_and_pauses_at_a_comma()
     # Piper pauses where the comma is (sherpa-onnx's engine does not: the reason for this one)
     assert longest_pause(engine.synthesize("Well, yes.")) >= 0.1
     assert longest_pause(engine.synthesize("Well yes.")) < 0.1
+
+
+def test_a_long_sentence_is_cut_at_its_commas_else_between_words_into_even_pieces() -> None:
+    def phonemes(text: str) -> list[str]:
+        return list(text)
+
+    short = phonemes("hˈɛloʊ, jˈɛs.")
+    assert split_phonemes(short) == [short]
+    # After the last comma that fits; the space after it is not carried over.
+    assert split_phonemes(phonemes("aaa bbb, ccc ddd, eee fff."), most=18) == [
+        phonemes("aaa bbb, ccc ddd,"), phonemes("eee fff.")
+    ]  # fmt: skip
+    # A clause too long alone: between words, in even pieces rather than a full one and a scrap.
+    assert split_phonemes(phonemes("aa bb cc dd ee ff."), most=12) == [phonemes("aa bb cc"), phonemes("dd ee ff.")]
+    assert split_phonemes(phonemes("abcdefghij"), most=4) == [phonemes("abcd"), phonemes("efgh"), phonemes("ij")]
+    # A real sentence: every piece fits, and nothing is lost but the spaces between pieces.
+    import piper_phonemize
+
+    text = "The capital of France is Paris, a city of light and long boulevards that runs along the river, and many"
+    sentence = piper_phonemize.phonemize_espeak(text + " people love it.", "en-us")[0]
+    pieces = split_phonemes(sentence)
+    assert len(pieces) > 2 and all(0 < len(p) <= MAX_PHONEMES for p in pieces)
+    assert [x for p in pieces for x in p if x != " "] == [x for x in sentence if x != " "]
+    assert pieces[0][-1] == ","
+
+
+def test_a_long_sentence_is_spoken_whole_in_pieces_the_model_takes_one_at_a_time() -> None:
+    engine, whisper = onnx_voice(), WhisperRecognizer()
+    lengths: list[int] = []
+    session = engine._session
+
+    class Counting:
+        def run(self, names: Any, feed: dict[str, Any], options: Any) -> Any:
+            lengths.append(int(feed["input"].shape[1]))
+            return session.run(names, feed, options)
+
+    engine._session = cast(Any, Counting())
+    text = "The old lighthouse keeper walked along the rocky shore every single morning, and he counted the boats."
+    pcm = engine.synthesize(text)
+    assert len(lengths) >= 2 and max(lengths) <= 2 * MAX_PHONEMES + 3  # a pad after each phoneme, BOS, EOS
+    heard = whisper.transcribe(soxr.resample(pcm, engine.rate, STT_RATE).astype(np.float32) / 32768)
+
+    def words(said: str) -> list[str]:
+        return [w.strip(",.").lower() for w in said.split()]
+
+    assert words(heard) == words(text), heard
+
+
+def test_trimming_gives_the_heaps_free_memory_back() -> None:
+    import ctypes
+
+    def rss_mb() -> float:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    trim_heap()
+    before = rss_mb()
+    blocks = [libc.malloc(2000) for _ in range(40_000)]  # 80 MB in chunks glibc keeps when freed
+    for b in blocks:
+        ctypes.memset(b, 1, 2000)
+    guard = libc.malloc(2000)  # above them: free() alone cannot shrink the heap past it
+    for b in blocks:
+        libc.free(b)
+    held = rss_mb()
+    assert held - before > 60
+    assert trim_heap()
+    assert held - rss_mb() > 60
+    libc.free(guard)
+
+
+async def test_the_speech_workers_trim_once_their_threads_have_gone_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[float] = []
+
+    def trim() -> bool:
+        trims.append(time.monotonic())
+        return True
+
+    monkeypatch.setattr(speech_engines, "TRIM_AFTER", 0.2)
+    monkeypatch.setattr(speech_engines, "trim_heap", trim)
+    worker, _ = await tts_worker(monkeypatch, FakeVoice(0.5))
+    try:
+        for turn in (1, 2):  # two bursts of work in quick succession: one trim, after the last
+            utt = Utterance(turn, CAUSE, tts.DEFAULT_VOICE, all_text=True)
+            worker._running += 1  # as the scheduler counts a local generation it starts
+            await worker._synthesize(utt, "Hello.", time.monotonic())
+            await asyncio.sleep(0.1)
+        done = time.monotonic()
+        assert not trims
+        await until(lambda: len(trims) == 1)
+        assert trims[0] - done >= 0.1
+        await asyncio.sleep(0.3)
+        assert len(trims) == 1  # nothing more to give back until more work is done
+    finally:
+        await worker.on_stop()
+    recognizer = HeldRecognizer()
+    recognizer.go.set()
+    listener, _ = stt_worker(recognizer)
+    try:
+        assert await listener._recognize(listener._stream("s", 16_000), np.zeros(16, dtype=np.float32)) == "words"
+        await until(lambda: len(trims) == 2)
+    finally:
+        listener._pool.shutdown(wait=True)
 
 
 def test_an_unknown_voice_or_engine_is_named(tmp_path: Path) -> None:
@@ -342,6 +452,7 @@ def stt_worker(recognizer: HeldRecognizer) -> tuple[SttWorker, Published]:
     worker = SttWorker(cast(Any, published))
     worker._pool = ThreadPoolExecutor(max_workers=stt.WORKERS)
     worker._running = 0
+    worker._trimmer = HeapTrimmer()
     worker._streams = {}
     worker.recognizer = recognizer
     return worker, published
