@@ -15,7 +15,9 @@ the embedded SmolLM2 model, the edge). Questions are spoken by the Piper voice, 
 - end of speech: the end of the question's last word (the silence Piper leaves after a
   sentence, up to ~0.2 s, is cut: until 2026-11-22 it was counted as speech, which made
   every figure look up to that much better).
-- memory: RSS of every process of the system (the model server listed apart).
+- memory: RSS of every process of the system but PostgreSQL (the model server listed apart):
+  once it is up, at the peak of the concurrency runs (sampled every 0.25 s), and settled
+  after them.
 - the machine now: before the system starts, the models alone in this process (Whisper on
   each question, Piper on a 4-word first piece, one core each) and a fixed Python loop.
   This VM's speed drifts by up to ~2x over hours; these put a run's figures in context.
@@ -61,6 +63,9 @@ QUESTIONS = [
 ]  # fmt: skip
 HOPS = ("vad_end", "stt_final", "llm_first_token", "first_sentence", "tts_first_chunk", "first_frame_out")
 BUFFER = 0.3
+SETTLE = 3.0
+"""Seconds after the last session before the settled RSS is taken (the voice process gives
+freed heap back once speech work has paused for a second)."""
 
 
 class Tap:
@@ -206,8 +211,13 @@ async def concurrency(
 
 
 def rss_mb(root_pid: int) -> dict[str, float]:
+    """RSS of the system's processes but PostgreSQL's, by pid and part."""
     out: dict[str, float] = {}
-    pids = subprocess.run(["pgrep", "-P", str(root_pid)], check=False, capture_output=True, text=True).stdout.split()
+    try:
+        pids = Path(f"/proc/{root_pid}/task/{root_pid}/children").read_text().split()
+    except OSError:
+        found = subprocess.run(["pgrep", "-P", str(root_pid)], check=False, capture_output=True, text=True)
+        pids = found.stdout.split()
     for pid in [str(root_pid), *pids]:
         try:
             status = Path(f"/proc/{pid}/status").read_text()
@@ -222,7 +232,27 @@ def rss_mb(root_pid: int) -> dict[str, float]:
     return out
 
 
-async def run(url: str, endpoints: Endpoints, args: argparse.Namespace) -> dict[str, Any]:
+def actors_mb(rss: dict[str, float]) -> float:
+    return sum(v for k, v in rss.items() if "llm" not in k)
+
+
+class PeakRss:
+    """The largest total RSS of the actors seen while sampling (every ``every`` seconds)."""
+
+    def __init__(self, root_pid: int, every: float = 0.25) -> None:
+        self.root_pid, self.every = root_pid, every
+        self.total = 0.0
+        self.at: dict[str, float] = {}
+
+    async def sample(self) -> None:
+        while True:
+            rss = rss_mb(self.root_pid)
+            if actors_mb(rss) > self.total:
+                self.total, self.at = actors_mb(rss), rss
+            await asyncio.sleep(self.every)
+
+
+async def run(url: str, endpoints: Endpoints, args: argparse.Namespace, peak: PeakRss) -> dict[str, Any]:
     tap = Tap(endpoints)
     await tap.start()
     async with aiohttp.ClientSession() as http:
@@ -235,8 +265,11 @@ async def run(url: str, endpoints: Endpoints, args: argparse.Namespace) -> dict[
         print("latency, one session at a time:")
         lat = await latency(http, url, tap, args.turns)
         print("concurrent speaking sessions:")
+        sampler = asyncio.create_task(peak.sample())
         conc = await concurrency(http, url, tap, args.sessions, args.listen)
+        sampler.cancel()
     await tap.conn.close()
+    await asyncio.sleep(SETTLE)
     return {"latency": lat, "concurrency": conc}
 
 
@@ -298,10 +331,15 @@ def main() -> None:
     }
     try:
         asyncio.run(wait_healthy(url))
-        report.update(asyncio.run(run(url, endpoints, args)))
+        idle = rss_mb(system.pid)
+        peak = PeakRss(system.pid)
+        report.update(asyncio.run(run(url, endpoints, args, peak)))
         rss = rss_mb(system.pid)
         report["rss_mb"] = rss
-        report["rss_mb_actors_total"] = sum(v for k, v in rss.items() if "llm" not in k)
+        report["rss_mb_actors_total"] = actors_mb(rss)
+        report["rss_mb_actors_at_start"] = actors_mb(idle)
+        report["rss_mb_actors_peak"] = peak.total
+        report["rss_mb_at_peak"] = peak.at
         report["rss_mb_model_server"] = sum(v for k, v in rss.items() if "llm" in k)
     finally:
         system.send_signal(signal.SIGTERM)
@@ -314,7 +352,9 @@ def main() -> None:
     lat = report["latency"]["voice_to_voice_ms"]
     print(f"voice-to-voice p50 {lat['p50']:.0f} ms  p90 {lat['p90']:.0f} ms")
     print("hops (p50, ms after end of speech):", report["latency"]["hops_ms_after_end_of_speech_p50"])
-    print(f"RSS: actors {report['rss_mb_actors_total']:.0f} MB, model server {report['rss_mb_model_server']:.0f} MB")
+    print(f"RSS: actors {report['rss_mb_actors_at_start']:.0f} MB at start, {report['rss_mb_actors_peak']:.0f} MB at",
+          f"peak (concurrency), {report['rss_mb_actors_total']:.0f} MB after; model server",
+          f"{report['rss_mb_model_server']:.0f} MB")  # fmt: skip
     print(f"written to {RESULTS / 'voice.json'}")
 
 
