@@ -107,7 +107,7 @@ class SttWorker(Actor):
     async def on_start(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="stt")
         self._running = 0  # recognitions submitted and not done
-        self._trimmer = HeapTrimmer()  # what recognitions freed goes back once they pause
+        self._trimmer = HeapTrimmer()  # what recognitions free goes back to the system
         loop = asyncio.get_running_loop()
         cfg = settings()
         self.recognizer: Recognizer = await loop.run_in_executor(
@@ -240,8 +240,7 @@ class SttWorker(Actor):
         def done() -> None:
             self._running -= 1
             stream.running -= 1
-            if not self._running:
-                self._trimmer.quiet()
+            self._trimmer.worked()
 
         with contextlib.suppress(RuntimeError):  # the loop is closed: the actor has stopped
             loop.call_soon_threadsafe(done)

@@ -133,7 +133,7 @@ class TtsWorker(Actor):
         self._loading: dict[str, asyncio.Future[Synthesizer]] = {}
         self._utterances: dict[str, Utterance] = {}
         self._running = 0
-        self._trimmer = HeapTrimmer()  # what generations freed goes back once they pause
+        self._trimmer = HeapTrimmer()  # what generations free goes back to the system
         self._jobs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._start_scheduler()
@@ -276,8 +276,7 @@ class TtsWorker(Actor):
             utt.busy = False
             if not is_cloud(utt.voice):
                 self._running -= 1
-                if not self._running:
-                    self._trimmer.quiet()
+                self._trimmer.worked()
             self._end_if_done(utt)
             self._wake.set()
 

@@ -196,15 +196,21 @@ def test_trimming_gives_the_heaps_free_memory_back() -> None:
     libc.free(guard)
 
 
-async def test_the_speech_workers_trim_once_their_threads_have_gone_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+def counted_trims(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     trims: list[float] = []
 
     def trim() -> bool:
         trims.append(time.monotonic())
         return True
 
-    monkeypatch.setattr(speech_engines, "TRIM_AFTER", 0.2)
     monkeypatch.setattr(speech_engines, "trim_heap", trim)
+    return trims
+
+
+async def test_the_speech_workers_trim_once_their_threads_have_gone_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims = counted_trims(monkeypatch)
+    monkeypatch.setattr(speech_engines, "TRIM_AFTER", 0.2)
+    monkeypatch.setattr(speech_engines, "TRIM_EVERY", 100.0)
     worker, _ = await tts_worker(monkeypatch, FakeVoice(0.5))
     try:
         for turn in (1, 2):  # two bursts of work in quick succession: one trim, after the last
@@ -228,6 +234,29 @@ async def test_the_speech_workers_trim_once_their_threads_have_gone_quiet(monkey
         await until(lambda: len(trims) == 2)
     finally:
         listener._pool.shutdown(wait=True)
+
+
+async def test_while_speech_work_goes_on_the_heap_is_trimmed_at_most_every_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trims = counted_trims(monkeypatch)
+    clock = [0.0]
+    monkeypatch.setattr(speech_engines, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    trimmer = HeapTrimmer(after=100.0, every=1.0)
+    for _ in range(10):  # a piece of work done every half second, for 5 s
+        clock[0] += 0.5
+        trimmer.worked()
+    await until(lambda: len(trims) == 5)
+    assert trimmer.trims == 5  # at 1.0, 2.0, ... 5.0 s; the one after the last is still to come
+
+    def pending() -> bool:
+        return trimmer._timer is not None
+
+    assert not pending()  # the last piece of work was trimmed at once
+    clock[0] += 0.5
+    trimmer.worked()
+    assert pending()
+    trimmer.cancel()
 
 
 def test_an_unknown_voice_or_engine_is_named(tmp_path: Path) -> None:
