@@ -14,6 +14,11 @@ For each N (default 100 and 1000):
   Raw and chat operations are interleaved at random in one paced window (open loop,
   ``--rate`` a second), so both see the same machine.
 - throughput: every session sends its next turn as soon as the last one ends.
+- where a turn's time goes, from bus timestamps (``mono``, the host-wide monotonic clock;
+  a tap in this process subscribes to four message types): client -> edge (the edge
+  publishes ``chat.user_text``), edge -> session manager -> persisted (``chat.turn``),
+  routed (``chat.generate``), agent -> first delta (``chat.delta``: the hop to the agent
+  and the model request), first delta -> client.
 
 Usage: python bench/chat.py [--sessions 100 1000] [--rate 50] [--seconds 10]
 Writes bench/results/chat.json.
@@ -40,8 +45,35 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import free_port, pct, wait_healthy  # noqa: E402
+from bus import Connection, Endpoints, Envelope, type_prefix  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+HOPS = ("client_to_edge", "edge_to_persisted", "routed", "agent_to_first_delta", "first_delta_to_client")
+MARKS = ("chat.user_text", "chat.turn", "chat.generate", "chat.delta")
+
+
+class Marks:
+    """When each of ``MARKS`` was first sent in a session's current turn (host monotonic, s)."""
+
+    def __init__(self, endpoints: Endpoints) -> None:
+        self.conn = Connection(endpoints, "bench-chat-tap")
+        self.seen: dict[str, dict[str, float]] = {}
+
+    async def start(self) -> None:
+        import bus.chat  # noqa: F401  (the message types it decodes)
+
+        await self.conn.start(self._on, subscribe=[type_prefix(t) for t in MARKS])
+
+    def _on(self, env: Envelope[Any], queue: str | None) -> None:
+        self.seen.setdefault(env.session, {}).setdefault(env.type, env.header.mono / 1e9)
+
+    def hops(self, session: str, sent: float, first: float) -> dict[str, float] | None:
+        """One turn's hops in ms, from the client's send (``sent``) to its first ``text`` frame."""
+        seen = self.seen.pop(session, {})
+        if any(t not in seen for t in MARKS):
+            return None
+        times = [sent, *(seen[t] for t in MARKS), first]
+        return {h: (b - a) * 1000 for h, a, b in zip(HOPS, times[:-1], times[1:], strict=True)}
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -52,15 +84,20 @@ def summary(values: list[float]) -> dict[str, float]:
 class Client:
     """One browser-like session: a socket and a reader that hands frames to whoever waits."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, marks: Marks) -> None:
         self.ws = ws
+        self.marks = marks
+        self.session = ""
+        self.hops: list[dict[str, float]] = []
         self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         async for msg in self.ws:
             if msg.type == aiohttp.WSMsgType.TEXT:
-                self.frames.put_nowait(json.loads(msg.data))
+                frame = json.loads(msg.data)
+                self.session = frame.get("session_id") or self.session
+                self.frames.put_nowait(frame)
 
     async def until(self, kind: str, speaker: str | None = None) -> dict[str, Any]:
         while True:
@@ -81,11 +118,16 @@ class Client:
         return (time.perf_counter() - t0) * 1000
 
     async def turn(self, text: str) -> tuple[float, float]:
-        t0 = time.perf_counter()
+        self.marks.seen.pop(self.session, None)
+        sent, t0 = time.monotonic(), time.perf_counter()
         await self.ws.send_str(json.dumps({"action": "stream_data", "input_type": "text", "data": text}))
         await self.until("text")
         first = (time.perf_counter() - t0) * 1000
+        first_at = time.monotonic()
         await self.until("transcript", "assistant")
+        hops = self.marks.hops(self.session, sent, first_at)
+        if hops is not None:
+            self.hops.append(hops)
         return first, (time.perf_counter() - t0) * 1000
 
     async def close(self) -> None:
@@ -134,7 +176,9 @@ async def closed_loop(clients: list[Client], seconds: float) -> int:
     return done
 
 
-async def measure(url: str, n: int, rate: float, seconds: float) -> dict[str, Any]:
+async def measure(url: str, endpoints: Endpoints, n: int, rate: float, seconds: float) -> dict[str, Any]:
+    marks = Marks(endpoints)
+    await marks.start()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         clients: list[Client] = []
@@ -142,7 +186,7 @@ async def measure(url: str, n: int, rate: float, seconds: float) -> dict[str, An
 
         async def connect() -> None:
             async with sem:
-                c = Client(await http.ws_connect(f"{url}/ws/ada", heartbeat=None, max_msg_size=0))
+                c = Client(await http.ws_connect(f"{url}/ws/ada", heartbeat=None, max_msg_size=0), marks)
                 await c.start()
                 clients.append(c)
 
@@ -152,6 +196,7 @@ async def measure(url: str, n: int, rate: float, seconds: float) -> dict[str, An
         for c in clients[:20]:  # warm-up
             await c.ping()
             await c.turn("warm up")
+            c.hops.clear()
 
         # Interleaved in one paced window, so machine noise hits both measurements alike.
         async def either(c: Client) -> tuple[str, Any]:
@@ -160,6 +205,7 @@ async def measure(url: str, n: int, rate: float, seconds: float) -> dict[str, An
             return "chat", await c.turn("Hello! How are you today?")
 
         mixed = await paced(clients, rate, seconds * 2, either)
+        hop = {h: [t[h] for c in clients for t in c.hops] for h in HOPS}
         raw = [v for kind, v in mixed if kind == "raw"]
         chat = [v for kind, v in mixed if kind == "chat"]
         first = [f for f, _ in chat]
@@ -169,6 +215,7 @@ async def measure(url: str, n: int, rate: float, seconds: float) -> dict[str, An
         elapsed = time.perf_counter() - t0
         for c in clients:
             await c.close()
+    await marks.conn.close()
     raw_s, first_s = summary(raw), summary(first)
     return {
         "sessions": n,
@@ -178,6 +225,7 @@ async def measure(url: str, n: int, rate: float, seconds: float) -> dict[str, An
         "first_delta_ms": first_s,
         "full_turn_ms": summary(total),
         "overhead_ms": {"p50": first_s["p50"] - raw_s["p50"], "p99": first_s["p99"] - raw_s["p99"]},
+        "first_delta_hops_ms": {h: {"p50": pct(hop[h], 50), "p99": pct(hop[h], 99)} for h in HOPS},
         "turns_per_s_closed_loop": turns / elapsed,
     }
 
@@ -206,7 +254,8 @@ def main() -> None:
     }
     try:
         asyncio.run(wait_healthy(url))
-        report["runs"] = [asyncio.run(measure(url, n, args.rate, args.seconds)) for n in args.sessions]
+        endpoints = Endpoints(f"ipc://{tmp.resolve()}/run/bus")
+        report["runs"] = [asyncio.run(measure(url, endpoints, n, args.rate, args.seconds)) for n in args.sessions]
     finally:
         system.send_signal(signal.SIGTERM)
         system.wait(timeout=30)
@@ -223,6 +272,8 @@ def main() -> None:
         over = run["overhead_ms"]
         print(f"  overhead over raw           p50 {over['p50']:7.2f} ms  p99 {over['p99']:7.2f} ms")
         print(f"  full turn                   p50 {full['p50']:7.2f} ms  p99 {full['p99']:7.2f} ms")
+        for hop, v in run["first_delta_hops_ms"].items():
+            print(f"    {hop:26s}p50 {v['p50']:7.2f} ms  p99 {v['p99']:7.2f} ms")
         print(f"  closed loop: {run['turns_per_s_closed_loop']:.0f} turns/s")
     print(f"written to {RESULTS / 'chat.json'}")
 
