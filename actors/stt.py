@@ -1,10 +1,11 @@
 """STT worker: per-session stream of the user's microphone -> speech events and transcripts.
 
-For each session: resample to 16 kHz (soxr, continuous across chunks), VAD (silero in
-sherpa-onnx), and a recognizer. Publishes ``voice.speech_start`` as soon as the VAD hears
-speech (the barge-in trigger), interim transcripts about once a second while the user
-speaks, then ``voice.speech_end``, the final ``voice.transcript`` and a
-``chat.user_text`` that the session manager persists and turns into a user turn.
+For each session: resample to 16 kHz (soxr, continuous across chunks), VAD (silero, one
+model in onnxruntime for every session, or sherpa-onnx's per session), and a recognizer.
+Publishes ``voice.speech_start`` as soon as the VAD hears speech (the barge-in trigger),
+interim transcripts about once a second while the user speaks, then ``voice.speech_end``,
+the final ``voice.transcript`` and a ``chat.user_text`` that the session manager persists
+and turns into a user turn.
 
 Recognition runs in two worker threads (the native code releases the GIL; the Whisper
 model serves two at once), so the actor's loop keeps taking audio while transcripts are
@@ -69,8 +70,9 @@ questions: 0.18-0.37 s after the clip, by loudness 0.03-0.24 s). Where noise nev
 below quiet, the VAD ends utterances as before."""
 PRE_ROLL = 0.3  # seconds kept before the VAD's speech start for interims
 IDLE_SECONDS = 30.0
-"""A session's stream (its VAD holds ~11 MB) is let go after this long without audio; a
-microphone that is on sends audio all the time, silence included."""
+"""A session's stream (its VAD's audio, and with sherpa-onnx's VAD ~7 MB of model) is let go
+after this long without audio; a microphone that is on sends audio all the time, silence
+included."""
 
 
 @dataclass(slots=True)
@@ -110,6 +112,7 @@ class SttWorker(Actor):
         self._trimmer = HeapTrimmer()  # what recognitions free goes back to the system
         loop = asyncio.get_running_loop()
         cfg = settings()
+        self._vad_engine = cfg.vad_engine
         self.recognizer: Recognizer = await loop.run_in_executor(
             self._pool, make_recognizer, cfg.stt_model, cfg.dashscope_api_key, cfg.dashscope_ws_url
         )
@@ -150,7 +153,7 @@ class SttWorker(Actor):
             resampler = (
                 soxr.ResampleStream(rate, STT_RATE, 1, dtype="float32", quality="HQ") if rate != STT_RATE else None
             )
-            stream = Stream(rate, resampler, make_vad())
+            stream = Stream(rate, resampler, make_vad(engine=self._vad_engine))
         stream.last_audio = now
         self._streams[session] = stream
         return stream

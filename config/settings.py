@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "config" / "greenroom.toml"
 EMOTION_TAGS = ("auto", "on", "off")
 TTS_ENGINES = ("onnxruntime", "sherpa-onnx")
+VAD_ENGINES = ("onnxruntime", "sherpa-onnx")
 IPC_PATH_MAX = 100  # sun_path is 108 bytes; keep room for ".q.NAME.push"
 
 
@@ -106,6 +107,10 @@ class Settings:
     """GREENROOM_TTS_ENGINE: what runs the Piper voice: ``onnxruntime`` (its model as Piper
     runs it: ~25% faster here, with Piper's pauses at commas) or ``sherpa-onnx`` (sherpa-onnx's
     VITS engine)."""
+    vad_engine: str = "onnxruntime"
+    """GREENROOM_VAD_ENGINE: what runs silero VAD: ``onnxruntime`` (one model for every session,
+    each keeping its own state) or ``sherpa-onnx`` (its ``VoiceActivityDetector``, a model
+    loaded per session: ~7 MB each). Both decide alike on the same audio."""
     tts_voice: str | None = None
     """GREENROOM_TTS_VOICE: one voice for every character (e.g. ``cosyvoice-v2:longxiaochun``);
     None: each card's own ``voice``."""
@@ -202,6 +207,7 @@ def load_settings(env: Mapping[str, str] | None = None, file: Path | None = None
         dashscope_api_key=env.get("DASHSCOPE_API_KEY", ""),
         dashscope_ws_url=env.get("DASHSCOPE_WEBSOCKET_BASE_URL") or doc.get("dashscope_ws_url") or None,
         tts_engine=_one_of(pick("tts_engine", "GREENROOM_TTS_ENGINE", "onnxruntime"), "tts_engine", TTS_ENGINES),
+        vad_engine=_one_of(pick("vad_engine", "GREENROOM_VAD_ENGINE", "onnxruntime"), "vad_engine", VAD_ENGINES),
         tts_voice=env.get("GREENROOM_TTS_VOICE") or doc.get("tts_voice") or None,
         mcp_servers=_mcp_servers(doc.get("mcp_servers", []), data_dir),
         task_timeout=_positive(pick("task_timeout", "GREENROOM_TASK_TIMEOUT", 120.0), "task_timeout"),

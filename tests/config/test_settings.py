@@ -44,6 +44,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ('db_sync_commit = "maybe"', "db_sync_commit must be on or off"),
         ('emotion_tags = "sometimes"', "emotion_tags must be one of auto, on, off, not 'sometimes'"),
         ('tts_engine = "espeak"', "tts_engine must be one of onnxruntime, sherpa-onnx, not 'espeak'"),
+        ('vad_engine = "webrtc"', "vad_engine must be one of onnxruntime, sherpa-onnx, not 'webrtc'"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, text: str, error: str) -> None:
@@ -66,6 +67,13 @@ def test_the_tts_engine_is_onnxruntime_unless_told(tmp_path: Path) -> None:
         return load_settings(env, file=tmp_path / "none.toml").tts_engine
 
     assert engine() == "onnxruntime" and engine(GREENROOM_TTS_ENGINE="sherpa-onnx") == "sherpa-onnx"
+
+
+def test_the_vad_engine_is_onnxruntime_unless_told(tmp_path: Path) -> None:
+    def engine(**env: str) -> str:
+        return load_settings(env, file=tmp_path / "none.toml").vad_engine
+
+    assert engine() == "onnxruntime" and engine(GREENROOM_VAD_ENGINE="sherpa-onnx") == "sherpa-onnx"
 
 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:

@@ -24,10 +24,13 @@ from actors.speech import (
     HeapTrimmer,
     Int16,
     PiperSynthesizer,
+    SileroModel,
     SpeechError,
+    VadSettings,
     WhisperRecognizer,
     collapse_repeats,
     make_piper,
+    make_vad,
     prepare_piper,
     split_phonemes,
     trim_heap,
@@ -48,6 +51,7 @@ def test_a_transcript_that_starts_over_is_cut_back_to_one_copy() -> None:
 def test_idle_streams_are_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
     worker = SttWorker.__new__(SttWorker)  # only its stream bookkeeping, no bus
     worker._streams = {}
+    worker._vad_engine = "onnxruntime"
     clock = [0.0]
     monkeypatch.setattr(stt, "time", SimpleNamespace(monotonic=lambda: clock[0], perf_counter=time.perf_counter))
     worker._stream("a", 48_000)
@@ -259,7 +263,63 @@ async def test_while_speech_work_goes_on_the_heap_is_trimmed_at_most_every_secon
     trimmer.cancel()
 
 
+@pytest.mark.parametrize("chunk", [(320,), (333, 334, 333), (4000,)])
+@pytest.mark.parametrize("settings", [VadSettings(), VadSettings(max_speech=1.0)], ids=["default", "max-speech-1s"])
+def test_the_shared_model_vad_decides_as_sherpa_onnxs_does(chunk: tuple[int, ...], settings: VadSettings) -> None:
+    """Same audio, same speech starts and ends after every chunk, same segments, sample for
+    sample: loud questions with a short pause inside, a very soft one, noise throughout."""
+    rng = np.random.default_rng(1)
+    parts = [silence(0.5, STT_RATE), speech("Who built the first computer?", STT_RATE), silence(0.15, STT_RATE),
+             speech("And where, exactly?", STT_RATE), silence(0.8, STT_RATE),
+             (speech("Tell me more about black holes.", STT_RATE) * 0.05).astype("<i2"), silence(1.0, STT_RATE),
+             speech("Okay.", STT_RATE), silence(0.6, STT_RATE)]  # fmt: skip
+    audio = np.concatenate(parts).astype(np.float32) / 32768 + rng.normal(0, 0.002, sum(map(len, parts)))
+    audio = audio.astype(np.float32)
+
+    def listen(engine: str) -> tuple[list[bool], list[tuple[int, Any]]]:
+        vad = make_vad(settings, engine)
+        speaking, segments, at, k = [], [], 0, 0
+        while at < len(audio):
+            n = chunk[k % len(chunk)]
+            vad.accept_waveform(audio[at : at + n])
+            at, k = at + n, k + 1
+            speaking.append(vad.is_speech_detected())
+            while not vad.empty():
+                segments.append((vad.front.start, np.asarray(vad.front.samples, dtype=np.float32)))
+                vad.pop()
+        return speaking, segments
+
+    ours, theirs = listen("onnxruntime"), listen("sherpa-onnx")
+    assert ours[0] == theirs[0] and any(ours[0])
+    assert [(s, len(x)) for s, x in ours[1]] == [(s, len(x)) for s, x in theirs[1]] and len(ours[1]) >= 2
+    assert all(np.allclose(x, y) for (_, x), (_, y) in zip(ours[1], theirs[1], strict=True))
+    vad = make_vad(settings)
+    vad.accept_waveform(audio[: len(audio) // 2])
+    vad.reset()  # a reset detector is a fresh one
+    fresh = make_vad(settings)
+    for x in (audio[:16_000], audio[16_000:40_000]):
+        vad.accept_waveform(x)
+        fresh.accept_waveform(x)
+        assert vad.is_speech_detected() == fresh.is_speech_detected()
+
+
+def test_every_sessions_vad_shares_one_model() -> None:
+    def rss_mb() -> float:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+
+    first = make_vad()
+    before = rss_mb()
+    more = [make_vad() for _ in range(30)]  # sherpa-onnx's: ~7 MB each
+    for vad in [first, *more]:
+        vad.accept_waveform(np.zeros(1600, dtype=np.float32))
+    assert rss_mb() - before < 15
+    assert {id(vad._model) for vad in [first, *more]} == {id(SileroModel.shared())}
+
+
 def test_an_unknown_voice_or_engine_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SpeechError, match="unknown VAD engine 'webrtc'; known: onnxruntime, sherpa-onnx"):
+        make_vad(engine="webrtc")
     with pytest.raises(SpeechError, match=r"unknown Piper voice 'xx_XX-nobody'.*known: en_US-joe-medium"):
         make_piper("onnxruntime", tmp_path, "xx_XX-nobody")
     with pytest.raises(SpeechError, match="unknown TTS engine 'espeak'; known: onnxruntime, sherpa-onnx"):
@@ -482,6 +542,7 @@ def stt_worker(recognizer: HeldRecognizer) -> tuple[SttWorker, Published]:
     worker._pool = ThreadPoolExecutor(max_workers=stt.WORKERS)
     worker._running = 0
     worker._trimmer = HeapTrimmer()
+    worker._vad_engine = "onnxruntime"
     worker._streams = {}
     worker.recognizer = recognizer
     return worker, published
