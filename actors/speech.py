@@ -491,8 +491,9 @@ class PiperSynthesizer:
     state, is entered by one thread at a time). A long sentence is run in pieces cut at its
     commas (:func:`split_phonemes`), which bounds the model's working memory. The arena
     onnxruntime keeps for a generation's tensors is given back after each one: it would
-    otherwise hold on to the peak (+190 MB after a long sentence). ``noise=False`` makes the voice deterministic
-    (Piper's sampled phoneme lengths and noise off): the same text, the same samples.
+    otherwise hold on to the peak (+190 MB after a long sentence). ``noise=False`` makes
+    the voice deterministic (Piper's sampled phoneme lengths and noise off): the same text,
+    the same samples.
     """
 
     def __init__(self, voice: str = "en_US-joe-medium", threads: int = 1, noise: bool = True) -> None:
