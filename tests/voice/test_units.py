@@ -217,17 +217,19 @@ async def test_the_speech_workers_trim_once_their_threads_have_gone_quiet(monkey
     monkeypatch.setattr(speech_engines, "TRIM_EVERY", 100.0)
     worker, _ = await tts_worker(monkeypatch, FakeVoice(0.5))
     try:
-        for turn in (1, 2):  # two bursts of work in quick succession: one trim, after the last
+        for turn in (1, 2):  # two pieces of work in quick succession: one trim, after the last
             utt = Utterance(turn, CAUSE, tts.DEFAULT_VOICE, all_text=True)
             worker._running += 1  # as the scheduler counts a local generation it starts
             await worker._synthesize(utt, "Hello.", time.monotonic())
-            await asyncio.sleep(0.1)
         done = time.monotonic()
-        assert not trims
+
+        def due() -> bool:
+            return worker._trimmer._timer is not None
+
+        assert not trims and due()
         await until(lambda: len(trims) == 1)
-        assert trims[0] - done >= 0.1
-        await asyncio.sleep(0.3)
-        assert len(trims) == 1  # nothing more to give back until more work is done
+        assert trims[0] - done >= 0.15
+        assert not due()  # nothing more is due until more work is done
     finally:
         await worker.on_stop()
     recognizer = HeldRecognizer()
