@@ -34,6 +34,7 @@ from actors.speech import (
     Float32,
     HeapTrimmer,
     Recognizer,
+    SileroModel,
     SpeechError,
     VadSettings,
     make_recognizer,
@@ -116,6 +117,8 @@ class SttWorker(Actor):
         self.recognizer: Recognizer = await loop.run_in_executor(
             self._pool, make_recognizer, cfg.stt_model, cfg.dashscope_api_key, cfg.dashscope_ws_url
         )
+        if self._vad_engine == "onnxruntime":  # loaded now, not on the first speaker's time
+            await loop.run_in_executor(self._pool, SileroModel.shared)
         self._streams: dict[str, Stream] = {}
         self.log.info("speech recognizer ready", recognizer=type(self.recognizer).__name__)
 
