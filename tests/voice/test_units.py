@@ -37,7 +37,7 @@ from actors.speech import (
 )
 from actors.stt import SttWorker
 from actors.tts import TtsWorker, Utterance
-from bus.voice import AudioIn, SpeechEnded, TtsAudio
+from bus.voice import AudioIn, SpeechEnded, Transcript, TtsAudio
 from tests.voice.audio import MIC_RATE, silence, speech, voiced
 
 
@@ -613,13 +613,13 @@ class QuickRecognizer:
         return "words"
 
 
-async def speak(pcm: Int16, recognizer: Any = None) -> tuple[list[float], Any]:
-    """``pcm`` into an STT worker as a microphone sends it (20 ms chunks); when, on the audio's
-    own clock, each utterance was said to be over."""
+async def speak(pcm: Int16, recognizer: Any = None) -> tuple[list[float], Any, list[str]]:
+    """``pcm`` into an STT worker as a microphone sends it (20 ms chunks): when, on the audio's
+    own clock, each utterance was said to be over, the recognizer, and the final transcripts."""
     recognizer = recognizer or QuickRecognizer()
     worker, published = stt_worker(cast(Any, recognizer))
     env = SimpleNamespace(session="s", id="e", extra=[b""])
-    step, ends = MIC_RATE // 50, []
+    step, ends, finals = MIC_RATE // 50, [], []
     try:
         for seq, offset in enumerate(range(0, len(pcm), step)):
             env.extra = [pcm[offset : offset + step].tobytes()]
@@ -628,14 +628,16 @@ async def speak(pcm: Int16, recognizer: Any = None) -> tuple[list[float], Any]:
                 body, _ = published.out.get_nowait()
                 if isinstance(body, SpeechEnded):
                     ends.append((offset + step) / MIC_RATE)
+                elif isinstance(body, Transcript) and body.final:
+                    finals.append(body.text)
     finally:
         worker._pool.shutdown(wait=True)
-    return ends, recognizer
+    return ends, recognizer, finals
 
 
 async def test_an_utterance_ends_a_quarter_second_after_the_last_word_not_when_the_vad_lets_go() -> None:
     words = voiced(speech("Tell me a joke about robots."))
-    ends, recognizer = await speak(np.concatenate([silence(0.3), words, silence(1.0)]))
+    ends, recognizer, _ = await speak(np.concatenate([silence(0.3), words, silence(1.0)]))
     last_word = 0.3 + len(words) / MIC_RATE
     assert len(ends) == 1 and last_word < ends[0] <= last_word + stt.END_QUIET + 0.05
     assert recognizer.seconds and recognizer.seconds[-1] >= len(words) / MIC_RATE - 0.1  # the whole question
@@ -645,7 +647,7 @@ async def test_a_soft_speaker_is_heard_to_the_end() -> None:
     """Quiet is relative to the speaker: words 26 dB down are words, not a pause."""
     words = voiced(speech("What is the capital of France, and how big is it?"))
     soft = (words.astype(np.float32) * 0.05).astype("<i2")
-    ends, recognizer = await speak(np.concatenate([silence(0.3), soft, silence(1.0)]))
+    ends, recognizer, _ = await speak(np.concatenate([silence(0.3), soft, silence(1.0)]))
     last_word = 0.3 + len(words) / MIC_RATE
     assert len(ends) == 1 and last_word < ends[0] <= last_word + 0.6
     assert recognizer.seconds[-1] >= len(words) / MIC_RATE - 0.1
@@ -666,9 +668,10 @@ class Heard:
 async def test_a_soft_speakers_last_word_is_not_taken_for_a_pause() -> None:
     words = voiced(speech("Who built the first computer?"))
     soft = (words.astype(np.float32) * 0.05).astype("<i2")
-    ends, heard = await speak(np.concatenate([silence(0.3), soft, silence(1.0)]), Heard())
-    assert len(ends) == 1, heard.texts
-    assert heard.texts[-1].lower().rstrip(".?!").endswith("computer"), heard.texts
+    ends, heard, finals = await speak(np.concatenate([silence(0.3), soft, silence(1.0)]), Heard())
+    # (Transcripts started at a pause that the speech then went on from finish in any order.)
+    assert len(ends) == 1 and len(finals) == 1, heard.texts
+    assert finals[0].lower().rstrip(".?!").endswith("computer"), heard.texts
 
 
 @pytest.mark.parametrize("others", [0, stt.WORKERS])
