@@ -84,6 +84,9 @@ def trim_heap() -> bool:
     return True
 
 
+_TRIMS: set[asyncio.Future[bool]] = set()  # trims running (the loop keeps only weak references)
+
+
 class HeapTrimmer:
     """Trims the heap as speech work goes on: :meth:`worked` (on the event loop) after each
     piece of work. It trims at once if the last trim is ``every`` seconds old, else ``after``
@@ -117,9 +120,6 @@ class HeapTrimmer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-_TRIMS: set[asyncio.Future[bool]] = set()
 
 
 # -- VAD ------------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from actors.speech import (
     Float32,
     HeapTrimmer,
     Recognizer,
-    SileroModel,
     SpeechError,
     VadSettings,
     make_recognizer,
@@ -117,8 +116,8 @@ class SttWorker(Actor):
         self.recognizer: Recognizer = await loop.run_in_executor(
             self._pool, make_recognizer, cfg.stt_model, cfg.dashscope_api_key, cfg.dashscope_ws_url
         )
-        if self._vad_engine == "onnxruntime":  # loaded now, not on the first speaker's time
-            await loop.run_in_executor(self._pool, SileroModel.shared)
+        # A first detector now: its model is loaded, and the engine known, before anyone speaks.
+        await loop.run_in_executor(self._pool, make_vad, VadSettings(), self._vad_engine)
         self._streams: dict[str, Stream] = {}
         self.log.info("speech recognizer ready", recognizer=type(self.recognizer).__name__)
 

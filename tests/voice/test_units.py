@@ -175,12 +175,14 @@ def test_a_long_sentence_is_spoken_whole_in_pieces_the_model_takes_one_at_a_time
     assert words(heard) == words(text), heard
 
 
+def rss_mb() -> float:
+    """This process's resident memory."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+
+
 def test_trimming_gives_the_heaps_free_memory_back() -> None:
     import ctypes
-
-    def rss_mb() -> float:
-        status = Path("/proc/self/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
 
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
@@ -306,10 +308,6 @@ def test_the_shared_model_vad_decides_as_sherpa_onnxs_does(chunk: tuple[int, ...
 
 
 def test_every_sessions_vad_shares_one_model() -> None:
-    def rss_mb() -> float:
-        status = Path("/proc/self/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
-
     first = make_vad()
     before = rss_mb()
     more = [make_vad() for _ in range(30)]  # sherpa-onnx's: ~7 MB each
