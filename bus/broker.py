@@ -9,6 +9,7 @@ send to the broker and a subscriber that joins late can never race them.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -27,6 +28,10 @@ from bus.queues import QUEUES
 log = logging.getLogger("greenroom.bus.broker")
 
 DEFAULT_HWM = 100_000
+
+# Control addresses are never reused: a closed socket leaves libzmq's inproc registry only when
+# its reaper gets to it, and ``id()`` of a collected broker is soon given to a new one.
+_CONTROL_IDS = itertools.count()
 
 
 @dataclass(slots=True)
@@ -62,6 +67,7 @@ class Broker:
         self._proxies: list[_Proxy] = []
         self._monitor = SocketMonitor(self._ctx, "broker")
         self._started = False
+        self._control = f"inproc://greenroom-broker-{os.getpid()}-{next(_CONTROL_IDS)}"
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -163,14 +169,14 @@ class Broker:
         backend: zmq.Socket[bytes],
         capture: zmq.Socket[bytes] | None = None,
     ) -> None:
-        addr = f"inproc://greenroom-broker-{id(self)}-{name}"
+        addr = f"{self._control}-{name}"
         ours: zmq.Socket[bytes] = self._ctx.socket(zmq.PAIR)
         ours.bind(addr)
         self._proxies.append(_Proxy(name, frontend, backend, ours, capture))
 
     def _run(self, proxy: _Proxy) -> None:
         theirs: zmq.Socket[bytes] = self._ctx.socket(zmq.PAIR)
-        theirs.connect(f"inproc://greenroom-broker-{id(self)}-{proxy.name}")
+        theirs.connect(f"{self._control}-{proxy.name}")
         try:
             zmq.proxy_steerable(proxy.frontend, proxy.backend, proxy.capture, theirs)
         except zmq.ZMQError as exc:

@@ -240,3 +240,14 @@ async def test_a_bad_extra_events_address_fails_clearly_and_frees_the_bus_path(s
         pub = Connection(ep, "pub")
         await pub.start(timeout=5)
         await pub.close()
+
+
+def test_brokers_started_one_after_another_never_share_a_control_address(short_tmp: Any) -> None:
+    # A collected broker's id() is soon given to the next one; its control sockets may still be in
+    # libzmq's inproc registry until the reaper closes them, so addresses must never repeat.
+    seen = set()
+    for i in range(50):
+        with Broker(Endpoints(f"ipc://{short_tmp}/bus{i % 2}"), queues=()) as broker:
+            seen.add(broker._control)
+        del broker
+    assert len(seen) == 50
