@@ -8,7 +8,9 @@ Reconnect attempts are logged once per outage, not every 100 ms.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +31,10 @@ _EVENTS = (
     | zmq.EVENT_MONITOR_STOPPED
 )
 
+# pyzmq names a monitor's inproc address after the socket's fd, which a new socket may get while
+# libzmq has yet to reap the old one: ours never repeat.
+_MONITOR_IDS = itertools.count()
+
 OnEvent = Callable[[str, int], None]
 """Called (in the monitor thread) with the watched address and the zmq event."""
 
@@ -44,7 +50,8 @@ class SocketMonitor:
         self._thread: threading.Thread | None = None
 
     def watch(self, sock: zmq.Socket[bytes], address: str) -> None:
-        mon: zmq.Socket[bytes] = sock.get_monitor_socket(_EVENTS)
+        addr = f"inproc://greenroom-monitor-{os.getpid()}-{next(_MONITOR_IDS)}"
+        mon: zmq.Socket[bytes] = sock.get_monitor_socket(_EVENTS, addr)
         self._watched.append((sock, mon, address))
 
     def start(self) -> None:
