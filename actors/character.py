@@ -8,10 +8,11 @@ was already said is still reported, marked interrupted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from actors.actor import Actor
-from actors.llm import ChatModel, LLMError, OpenAIChat
+from actors.llm import ChatModel, LLMError, OpenAIChat, coalesce
 from brain.emotion import TagReader, classify
 from brain.prompt import Turn, build_messages
 from brain.sentences import SentenceSplitter
@@ -83,10 +84,12 @@ class CharacterAgent(Actor):
                 n_sentence += 1
 
         try:
-            async for delta in self.model.stream(
+            stream = self.model.stream(
                 messages, model=card.llm.model, temperature=card.llm.temperature, max_tokens=card.llm.max_tokens
-            ):
-                await emit(tags.feed(delta))
+            )
+            async with contextlib.aclosing(coalesce(stream)) as deltas:
+                async for delta in deltas:
+                    await emit(tags.feed(delta))
             await emit(tags.flush())
             for sentence in sentences.flush():
                 await self.bus.publish(Sentence(sentence, n_sentence), cause=env)

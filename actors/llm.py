@@ -6,8 +6,9 @@ stable code the edge shows the user; nothing hangs: every request has a timeout.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -62,6 +63,52 @@ async def complete(
         )
     ]  # fmt: skip
     return "".join(parts), result
+
+
+async def coalesce(pieces: AsyncIterator[str]) -> AsyncGenerator[str, None]:
+    """``pieces`` as they come, except that pieces which arrived together come as one.
+
+    A fast provider (or a burst after a network stall) delivers many chunks in one read;
+    each message downstream (bus, edge, browser, telemetry) costs more than the text it
+    carries. The first piece goes on at once; after it, what arrived while the consumer
+    was busy is joined. Errors of ``pieces`` come after the text that preceded them.
+    """
+    pending: list[str] = []
+    ready = asyncio.Event()
+    over = False
+
+    async def read() -> None:
+        nonlocal over
+        try:
+            first = True
+            async for piece in pieces:
+                pending.append(piece)
+                ready.set()
+                if first:  # let the first words leave before reading what came with them
+                    first = False
+                    await asyncio.sleep(0)
+        finally:
+            over = True
+            ready.set()
+            close = getattr(pieces, "aclose", None)
+            if close is not None:  # stopped between pieces: the provider's stream ends now, not at GC
+                await close()
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        while pending or not over:
+            if not pending:
+                ready.clear()
+                await ready.wait()
+                continue
+            text = "".join(pending)
+            pending.clear()
+            yield text
+        await reader  # its error, if any
+    finally:
+        if not reader.done():
+            reader.cancel()  # closes the provider's stream
+            await asyncio.wait([reader])
 
 
 class OpenAIChat:

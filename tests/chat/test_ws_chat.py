@@ -14,6 +14,7 @@ from tests.fakes.openai_server import Behaviour
 
 
 async def test_a_reply_streams_with_status_and_emotion_and_is_stored(chat: ChatSystem) -> None:
+    chat.llm.script.append(Behaviour(delay=0.01))  # a model that generates as it goes
     ws = await chat.ws("ada")
     started = await ws.start()
     assert ws.greeting is not None and ws.greeting["text"].startswith("Hi! I'm Ada")
@@ -44,6 +45,21 @@ async def test_a_reply_streams_with_status_and_emotion_and_is_stored(chat: ChatS
     await conn.close()
     assert [r["speaker"] for r in rows] == ["assistant", "user", "assistant"]
     assert rows[2]["content"] == reply["text"]
+    await ws.close()
+
+
+async def test_a_reply_that_comes_at_once_reaches_the_browser_in_few_frames_and_whole(chat: ChatSystem) -> None:
+    ws = await chat.ws("ada")
+    await ws.start()
+    await ws.say("Hello Ada!")  # the local model answers at once: every chunk in one read
+    reply = await ws.reply()
+    deltas = [f for f in ws.frames if f["type"] == "text"]
+    assert (
+        "".join(f["text"] for f in deltas)
+        == reply["text"]
+        == "Hello there! I am glad you came. What shall we talk about?"
+    )
+    assert len(deltas) < len(reply["text"].split()), "pieces that came together go as one frame"
     await ws.close()
 
 

@@ -1,0 +1,112 @@
+"""Pieces of a reply that arrive together go downstream as one; paced ones one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from actors.llm import LLMError, OpenAIChat, coalesce
+from tests.fakes.openai_server import Behaviour, FakeOpenAI
+
+WORDS = [f"w{i} " for i in range(8)]
+
+
+async def burst(closed: list[bool] | None = None, fail: bool = False) -> AsyncIterator[str]:
+    """Every piece at once, as a provider's read with many chunks in it gives them."""
+    try:
+        for word in WORDS:
+            yield word
+        if fail:
+            raise LLMError("llm_stream_broken", "cut")
+    finally:
+        if closed is not None:
+            closed.append(True)
+
+
+async def paced(gap: asyncio.Event) -> AsyncIterator[str]:
+    for word in WORDS:
+        await gap.wait()  # the next piece comes only after the consumer took the last one
+        gap.clear()
+        yield word
+
+
+async def test_pieces_that_came_together_go_as_one_after_the_first() -> None:
+    out = [piece async for piece in coalesce(burst())]
+    assert out == [WORDS[0], "".join(WORDS[1:])]
+
+
+async def test_pieces_that_come_apart_go_apart() -> None:
+    gap = asyncio.Event()
+    gap.set()
+    out = []
+    async for piece in coalesce(paced(gap)):
+        out.append(piece)
+        gap.set()
+    assert out == WORDS
+
+
+async def test_an_error_comes_after_the_text_before_it() -> None:
+    out: list[str] = []
+    with pytest.raises(LLMError, match="cut"):
+        async for piece in coalesce(burst(fail=True)):
+            out.append(piece)
+    assert "".join(out) == "".join(WORDS)
+
+
+async def test_stopping_early_closes_the_providers_stream() -> None:
+    closed: list[bool] = []
+    gap = asyncio.Event()
+
+    async def endless() -> AsyncIterator[str]:
+        try:
+            yield "first "
+            await gap.wait()  # never set: a provider still generating
+            yield "never"
+        finally:
+            closed.append(True)
+
+    async with contextlib.aclosing(coalesce(endless())) as pieces:
+        async for piece in pieces:
+            assert piece == "first "
+            break
+    assert closed == [True]
+
+
+async def test_a_cancelled_consumer_cancels_the_read() -> None:
+    closed: list[bool] = []
+    gap = asyncio.Event()
+    got_first = asyncio.Event()
+
+    async def endless() -> AsyncIterator[str]:
+        try:
+            yield "first "
+            await gap.wait()
+            yield "never"
+        finally:
+            closed.append(True)
+
+    async def consume() -> None:
+        async for _ in coalesce(endless()):
+            got_first.set()
+
+    task = asyncio.create_task(consume())
+    await got_first.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed == [True]
+
+
+async def test_through_the_sdk_an_instant_reply_is_two_pieces_and_a_paced_one_streams(fake_llm: FakeOpenAI) -> None:
+    model = OpenAIChat(fake_llm.base_url, "k", "m", timeout=5)
+    text = "one two three four five six"
+    fake_llm.script.extend([Behaviour(text=text), Behaviour(text=text, delay=0.02)])
+    instant = [p async for p in coalesce(model.stream([{"role": "user", "content": "hi"}]))]
+    streamed = [p async for p in coalesce(model.stream([{"role": "user", "content": "hi"}]))]
+    assert "".join(instant) == "".join(streamed) == text
+    assert instant[0] == "one " and len(instant) < 6  # the first word, then what came with it
+    assert streamed == [w + " " for w in text.split()[:-1]] + ["six"]
+    await model.close()
