@@ -15,7 +15,8 @@ the embedded SmolLM2 model, the edge). Questions are spoken by the Piper voice, 
 - end of speech: the end of the question's last word (the silence Piper leaves after a
   sentence, up to ~0.2 s, is cut: until 2026-11-22 it was counted as speech, which made
   every figure look up to that much better).
-- memory: RSS of every process of the system but PostgreSQL (the model server listed apart):
+- memory: RSS of every process of the system and their children but PostgreSQL (the model
+  server and the MCP tool servers, node programs the executor starts, listed apart):
   once it is up, at the peak of the concurrency runs (sampled every 0.25 s), and settled
   after them.
 - the machine now: before the system starts, the models alone in this process (Whisper on
@@ -210,15 +211,21 @@ async def concurrency(
     return out
 
 
-def rss_mb(root_pid: int) -> dict[str, float]:
-    """RSS of the system's processes but PostgreSQL's, by pid and part."""
-    out: dict[str, float] = {}
+def _children(pid: str) -> list[str]:
     try:
-        pids = Path(f"/proc/{root_pid}/task/{root_pid}/children").read_text().split()
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
-        found = subprocess.run(["pgrep", "-P", str(root_pid)], check=False, capture_output=True, text=True)
-        pids = found.stdout.split()
-    for pid in [str(root_pid), *pids]:
+        found = subprocess.run(["pgrep", "-P", pid], check=False, capture_output=True, text=True)
+        return found.stdout.split()
+
+
+def rss_mb(root_pid: int) -> dict[str, float]:
+    """RSS of the system's processes and their children but PostgreSQL's, by pid and part."""
+    out: dict[str, float] = {}
+    todo = [str(root_pid)]
+    while todo:
+        pid = todo.pop(0)
+        todo.extend(_children(pid))
         try:
             status = Path(f"/proc/{pid}/status").read_text()
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -228,12 +235,15 @@ def rss_mb(root_pid: int) -> dict[str, float]:
         what = cmd.split(" actor ", 1)[1].split(" --")[0] if " actor " in cmd else cmd.rsplit(" ", 1)[-1]
         if "postgres" in cmd:
             continue
+        if "mcp-server" in cmd:
+            what = "mcp tool server " + what.rsplit("/", 1)[-1]
         out[f"{pid} {what[:40]}"] = rss / 1024
     return out
 
 
 def actors_mb(rss: dict[str, float]) -> float:
-    return sum(v for k, v in rss.items() if "llm" not in k)
+    """Greenroom's own processes: not the model server, not the MCP tool servers (node)."""
+    return sum(v for k, v in rss.items() if "llm" not in k and "mcp tool server" not in k)
 
 
 class PeakRss:
@@ -341,6 +351,7 @@ def main() -> None:
         report["rss_mb_actors_peak"] = peak.total
         report["rss_mb_at_peak"] = peak.at
         report["rss_mb_model_server"] = sum(v for k, v in rss.items() if "llm" in k)
+        report["rss_mb_tool_servers"] = sum(v for k, v in rss.items() if "mcp tool server" in k)
     finally:
         system.send_signal(signal.SIGTERM)
         system.wait(timeout=60)
@@ -354,7 +365,8 @@ def main() -> None:
     print("hops (p50, ms after end of speech):", report["latency"]["hops_ms_after_end_of_speech_p50"])
     print(f"RSS: actors {report['rss_mb_actors_at_start']:.0f} MB at start, {report['rss_mb_actors_peak']:.0f} MB at",
           f"peak (concurrency), {report['rss_mb_actors_total']:.0f} MB after; model server",
-          f"{report['rss_mb_model_server']:.0f} MB")  # fmt: skip
+          f"{report['rss_mb_model_server']:.0f} MB, MCP tool servers",
+          f"{report['rss_mb_tool_servers']:.0f} MB")  # fmt: skip
     print(f"written to {RESULTS / 'voice.json'}")
 
 

@@ -275,14 +275,12 @@ def _mcp_servers(raw: Any, data_dir: Path) -> tuple[McpServer, ...]:
     return tuple(servers)
 
 
+CORE_ACTORS = ["session", "orchestrator", "character", "tasks", "planner", "analyzer", "executor", "telemetry", "echo"]
 DEFAULT_GROUPS = [
-    {"name": "chat", "actors": ["session", "orchestrator"]},
-    {"name": "character", "actors": ["character"]},
+    # Every light actor shares one process: each process costs ~40 MB of its own, and a turn
+    # handed between actors of one process skips the broker (bench/chat.py, bench/voice.py).
+    {"name": "core", "actors": CORE_ACTORS},
     {"name": "voice", "actors": ["stt", "tts", "resampler"]},
-    {"name": "tasks", "actors": ["tasks", "planner", "analyzer"]},
-    {"name": "executor", "actors": ["executor"]},
-    {"name": "telemetry", "actors": ["telemetry"]},
-    {"name": "echo", "actors": ["echo"]},
 ]
 
 

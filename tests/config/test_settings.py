@@ -6,13 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from actors.registry import ACTORS
 from config import ConfigError, Group, load_settings
 
 
 def test_defaults_put_the_bus_under_the_data_dir(tmp_path: Path) -> None:
     s = load_settings({"GREENROOM_DATA_DIR": str(tmp_path)}, file=tmp_path / "none.toml")
     assert s.bus.startswith("ipc://") and s.bus.endswith("/run/bus")
-    assert [g.name for g in s.groups] == ["chat", "character", "voice", "tasks", "executor", "telemetry", "echo"]
+    assert [g.name for g in s.groups] == ["core", "voice"]  # light actors share one process, speech has its own
+    hosted = [a for g in s.groups for a in g.actors]
+    assert sorted(hosted) == sorted(set(ACTORS) - {"llm"}), "every actor once (the model server is added apart)"
     assert s.database_url is None and s.llm_base_url is None  # embedded defaults
 
 
@@ -103,3 +106,9 @@ def test_task_settings_and_mcp_servers_are_read_and_checked(tmp_path: Path) -> N
         load_settings({"GREENROOM_API_TOKENS": "nocolon"})
     with pytest.raises(ConfigError, match="task_retries"):
         load_settings({"GREENROOM_TASK_RETRIES": "-1"})
+
+
+def test_the_shipped_file_starts_what_the_defaults_start(tmp_path: Path) -> None:
+    shipped = load_settings({"GREENROOM_DATA_DIR": str(tmp_path)})
+    default = load_settings({"GREENROOM_DATA_DIR": str(tmp_path)}, file=tmp_path / "none.toml")
+    assert shipped.groups == default.groups
