@@ -9,7 +9,6 @@ send to the broker and a subscriber that joins late can never race them.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import socket
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from bus.endpoints import Endpoints
+from bus.endpoints import Endpoints, private_inproc
 from bus.message import BusError
 from bus.monitor import SocketMonitor
 from bus.queues import QUEUES
@@ -28,10 +27,6 @@ from bus.queues import QUEUES
 log = logging.getLogger("greenroom.bus.broker")
 
 DEFAULT_HWM = 100_000
-
-# Control addresses are never reused: a closed socket leaves libzmq's inproc registry only when
-# its reaper gets to it, and ``id()`` of a collected broker is soon given to a new one.
-_CONTROL_IDS = itertools.count()
 
 
 @dataclass(slots=True)
@@ -67,7 +62,7 @@ class Broker:
         self._proxies: list[_Proxy] = []
         self._monitor = SocketMonitor(self._ctx, "broker")
         self._started = False
-        self._control = f"inproc://greenroom-broker-{os.getpid()}-{next(_CONTROL_IDS)}"
+        self._control = private_inproc("broker")
 
     # -- lifecycle --------------------------------------------------------------------------
 

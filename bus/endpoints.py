@@ -18,6 +18,7 @@ queue k, workers       ``tcp://HOST:P+3+2k``       ``ipc://PATH.q.NAME.pull``
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -27,6 +28,17 @@ from bus.queues import QUEUES
 
 ENV_VAR = "GREENROOM_BUS"
 DEFAULT_TCP_PORT = 5560
+
+_PRIVATE = itertools.count()
+
+
+def private_inproc(what: str) -> str:
+    """An ``inproc://`` address no other socket of this process ever had.
+
+    A closed socket leaves libzmq's inproc registry only when the reaper gets to it, so names
+    made from ``id()`` or an fd, which a new object soon gets again, can collide with it.
+    """
+    return f"inproc://greenroom-{what}-{os.getpid()}-{next(_PRIVATE)}"
 
 
 def _check(address: str) -> str:

@@ -8,15 +8,15 @@ Reconnect attempts are logged once per outage, not every 100 ms.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
+
+from bus.endpoints import private_inproc
 
 log = logging.getLogger("greenroom.bus.monitor")
 
@@ -30,10 +30,6 @@ _EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_MONITOR_STOPPED
 )
-
-# pyzmq names a monitor's inproc address after the socket's fd, which a new socket may get while
-# libzmq has yet to reap the old one: ours never repeat.
-_MONITOR_IDS = itertools.count()
 
 OnEvent = Callable[[str, int], None]
 """Called (in the monitor thread) with the watched address and the zmq event."""
@@ -50,8 +46,8 @@ class SocketMonitor:
         self._thread: threading.Thread | None = None
 
     def watch(self, sock: zmq.Socket[bytes], address: str) -> None:
-        addr = f"inproc://greenroom-monitor-{os.getpid()}-{next(_MONITOR_IDS)}"
-        mon: zmq.Socket[bytes] = sock.get_monitor_socket(_EVENTS, addr)
+        # not pyzmq's default name, made from the fd (see private_inproc)
+        mon: zmq.Socket[bytes] = sock.get_monitor_socket(_EVENTS, private_inproc("monitor"))
         self._watched.append((sock, mon, address))
 
     def start(self) -> None:

@@ -14,16 +14,22 @@ from tests.fakes.openai_server import Behaviour, FakeOpenAI
 WORDS = [f"w{i} " for i in range(8)]
 
 
-async def burst(closed: list[bool] | None = None, fail: bool = False) -> AsyncIterator[str]:
+async def burst(fail: bool = False) -> AsyncIterator[str]:
     """Every piece at once, as a provider's read with many chunks in it gives them."""
+    for word in WORDS:
+        yield word
+    if fail:
+        raise LLMError("llm_stream_broken", "cut")
+
+
+async def endless(closed: list[bool]) -> AsyncIterator[str]:
+    """A provider still generating after its first words; ``closed`` is told when it is closed."""
     try:
-        for word in WORDS:
-            yield word
-        if fail:
-            raise LLMError("llm_stream_broken", "cut")
+        yield "first "
+        await asyncio.Event().wait()  # never set
+        yield "never"
     finally:
-        if closed is not None:
-            closed.append(True)
+        closed.append(True)
 
 
 async def paced(gap: asyncio.Event) -> AsyncIterator[str]:
@@ -58,17 +64,8 @@ async def test_an_error_comes_after_the_text_before_it() -> None:
 
 async def test_stopping_early_closes_the_providers_stream() -> None:
     closed: list[bool] = []
-    gap = asyncio.Event()
 
-    async def endless() -> AsyncIterator[str]:
-        try:
-            yield "first "
-            await gap.wait()  # never set: a provider still generating
-            yield "never"
-        finally:
-            closed.append(True)
-
-    async with contextlib.aclosing(coalesce(endless())) as pieces:
+    async with contextlib.aclosing(coalesce(endless(closed))) as pieces:
         async for piece in pieces:
             assert piece == "first "
             break
@@ -77,19 +74,10 @@ async def test_stopping_early_closes_the_providers_stream() -> None:
 
 async def test_a_cancelled_consumer_cancels_the_read() -> None:
     closed: list[bool] = []
-    gap = asyncio.Event()
     got_first = asyncio.Event()
 
-    async def endless() -> AsyncIterator[str]:
-        try:
-            yield "first "
-            await gap.wait()
-            yield "never"
-        finally:
-            closed.append(True)
-
     async def consume() -> None:
-        async for _ in coalesce(endless()):
+        async for _ in coalesce(endless(closed)):
             got_first.set()
 
     task = asyncio.create_task(consume())
