@@ -1,7 +1,7 @@
 """Greenroom's one command line. ``python run.py --help`` lists the parts.
 
-With no subcommand it starts everything: the broker (in this process), and each
-actor group from the settings in its own supervised OS process. Every part
+With no subcommand it starts everything: the broker and the web edge (in this
+process), and each actor group from the settings in its own supervised OS process. Every part
 takes the bus address (``--bus`` or ``GREENROOM_BUS``), so the same code runs as
 one process, several, or across machines.
 """
@@ -155,19 +155,17 @@ def _part(args: argparse.Namespace, settings: Settings, *words: str) -> tuple[st
 
 
 def _specs(args: argparse.Namespace, settings: Settings) -> list[ProcessSpec]:
-    """The supervised parts: every actor group, the embedded model's when no model is
-    configured, and the edge, whose /healthz then waits for the model too (the children
-    see it as a configured model: OPENAI_BASE_URL points them at it)."""
+    """The supervised parts: every actor group, and the embedded model's when no model is
+    configured (the children see it as a configured model: OPENAI_BASE_URL points them at
+    it). The edge is not among them: it runs in this process, where the settings still say
+    no model is configured, so its /healthz waits for the embedded one too."""
     from actors.supervisor import ProcessSpec
     from config import Group
 
     groups = list(settings.groups)
-    edge = ["edge", "--host", settings.http_host, "--port", str(settings.http_port)]
     if settings.llm_base_url is None:
         groups.append(Group("llm", ("llm",)))
-        edge += ["--require", "llm"]
-    specs = [ProcessSpec(g.name, _part(args, settings, "actor", "--name", g.name, *g.actors)) for g in groups]
-    return [*specs, ProcessSpec("edge", _part(args, settings, *edge))]
+    return [ProcessSpec(g.name, _part(args, settings, "actor", "--name", g.name, *g.actors)) for g in groups]
 
 
 def _model_env(settings: Settings) -> dict[str, str]:
@@ -183,10 +181,12 @@ def _model_env(settings: Settings) -> dict[str, str]:
 async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
     from actors.supervisor import Supervisor
     from bus import Broker, Connection, Endpoints
+    from web.app import serve
 
     endpoints = Endpoints(settings.bus)
     stop = _stop_event()
     pg = None
+    code = 0
     if settings.database_url is None:
         from actors.db.pg import start_embedded
 
@@ -201,21 +201,37 @@ async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
             supervisor = Supervisor(specs, conn, heartbeat_timeout=settings.heartbeat_timeout)
             await conn.start(supervisor.on_message, subscribe=supervisor.topics())
             beats = asyncio.create_task(_broker_beats(conn, broker, settings.heartbeat))
+            edge = asyncio.create_task(serve(settings, stop), name="edge")
             await supervisor.start()
-            log.info("greenroom running", bus=settings.bus, parts=[s.name for s in specs],
+            log.info("greenroom running", bus=settings.bus, parts=["edge", *(s.name for s in specs)],
                      url=f"http://{settings.http_host}:{settings.http_port}/")  # fmt: skip
-            await stop.wait()
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({edge, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            code = _edge_failed(edge)
+            stop.set()
             log.info("greenroom stopping")
             await supervisor.stop()
-            beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            with contextlib.suppress(Exception):
+                await edge  # it closes its connections when ``stop`` is set
+            for task in (beats, stopping):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await conn.close()
     finally:
         if pg is not None:
             await asyncio.to_thread(pg.cleanup)
     log.info("greenroom stopped")
-    return 0
+    return code
+
+
+def _edge_failed(edge: asyncio.Task[None]) -> int:
+    """1 (and the reason logged) if the edge stopped on its own: it only returns when told to."""
+    if not edge.done():
+        return 0
+    error = edge.exception()
+    log.error("the edge stopped; stopping everything", error=repr(error) if error else "returned early")
+    return 1
 
 
 async def _run_edge(args: argparse.Namespace, settings: Settings) -> int:

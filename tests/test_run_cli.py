@@ -48,17 +48,20 @@ async def test_bad_input_exits_2_with_a_clear_message(
 
 
 def test_with_no_model_configured_the_edge_waits_for_the_embedded_one() -> None:
-    """run.py hosts the embedded model itself and then points every part at it, the edge
-    included: the edge must still count the model among the actors /healthz waits for."""
+    """run.py hosts the embedded model itself (a supervised part) and the edge (in its own
+    process, where the settings still say no model is configured): /healthz must count the
+    model among the actors it waits for."""
     import run
     from config import load_settings
+    from web.app import required_actors
 
     args = run._parser().parse_args([])
-    hosted = run._specs(args, load_settings({"GREENROOM_CONFIG": "/dev/null"}))
-    assert [s.name for s in hosted][-2:] == ["llm", "edge"]
-    assert hosted[-1].argv[-2:] == ("--require", "llm")
-    configured = run._specs(args, load_settings({"GREENROOM_CONFIG": "/dev/null", "OPENAI_BASE_URL": "http://x/v1"}))
-    assert "llm" not in [s.name for s in configured] and "--require" not in configured[-1].argv
+    hosted = load_settings({"GREENROOM_CONFIG": "/dev/null"})
+    assert [s.name for s in run._specs(args, hosted)] == [*(g.name for g in hosted.groups), "llm"]
+    assert "llm" in required_actors(hosted)
+    configured = load_settings({"GREENROOM_CONFIG": "/dev/null", "OPENAI_BASE_URL": "http://x/v1"})
+    assert "llm" not in [s.name for s in run._specs(args, configured)]
+    assert "llm" not in required_actors(configured)
 
 
 def test_the_parts_are_told_whether_to_ask_for_emotion_tags() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from bus import Broker, Connection, Endpoints
@@ -75,7 +79,7 @@ async def system(short_tmp: Path) -> AsyncIterator[dict[str, Any]]:
         await stop(proc)
         print((short_tmp / "system.log").read_text()[-3000:])
         raise
-    yield {"proc": proc, "endpoints": endpoints, "watcher": watcher, "ready": ready, "dir": short_tmp}
+    yield {"proc": proc, "endpoints": endpoints, "watcher": watcher, "ready": ready, "dir": short_tmp, "env": env}
     await watcher.close()
     if proc.returncode is None:
         await stop(proc)
@@ -121,3 +125,41 @@ async def test_children_die_with_a_killed_supervisor(system: dict[str, Any]) -> 
     system["proc"].kill()
     await system["proc"].wait()
     await process_gone(child, timeout=10)
+
+
+async def test_healthz_is_served_from_the_supervisors_own_process(system: dict[str, Any]) -> None:
+    """The edge runs in run.py's process next to the broker: no part of its own."""
+    port = int(system["env"]["GREENROOM_HTTP_PORT"])
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):
+            with contextlib.suppress(aiohttp.ClientConnectionError):
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    if resp.status == 200:
+                        break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("/healthz never answered 200")
+    assert _part_names(system["proc"].pid) == [b"echo"]  # the echo group and nothing else
+
+
+def _part_names(pid: int) -> list[bytes]:
+    """The ``--name`` of each child process of ``pid``."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    parts = [Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0") for child in children]
+    return [part[part.index(b"--name") + 1] for part in parts]
+
+
+async def test_a_taken_http_port_stops_everything_with_a_clear_error(short_tmp: Path) -> None:
+    config = short_tmp / "lean.toml"
+    config.write_text('[[groups]]\nname = "echo"\nactors = ["echo"]\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {"GREENROOM_DATA_DIR": str(short_tmp), "GREENROOM_CONFIG": str(config),
+               "GREENROOM_HTTP_PORT": str(taken.getsockname()[1]), "DATABASE_URL": "postgresql://unused/none",
+               "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "GREENROOM_LOG_FORMAT": "json"}  # fmt: skip
+        proc = await spawn(env=env)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert "the edge stopped; stopping everything" in err.decode()
+    assert "address already in use" in err.decode().lower()
