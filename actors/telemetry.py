@@ -385,6 +385,7 @@ class TelemetrySink(Actor):
             " count(total_ms) n_total, percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY total_ms) total"
             " FROM recent"
         )  # fmt: skip
+        assert stats is not None  # an aggregate always has its one row
         latency = {}
         for name in ("ttft", "ttfa", "total"):
             values = stats[name] or [None, None, None]

@@ -1,7 +1,7 @@
 """Chat benchmark: N concurrent WebSocket sessions against the whole system.
 
-The system runs as in production (``run.py``: supervisor, broker, embedded PostgreSQL,
-session/orchestrator, character agent, echo, edge, each in its own process); the model
+The system runs as in production (``run.py``: supervisor, broker, edge and embedded
+PostgreSQL; the actor groups, each in its own process); the model
 is an instant, protocol-faithful OpenAI server in its own process, so what is measured
 is Greenroom, not a model.
 
@@ -13,7 +13,8 @@ For each N (default 100 and 1000):
         request over HTTP, stream back).
   Raw and chat operations are interleaved at random in one paced window (open loop,
   ``--rate`` a second), so both see the same machine.
-- throughput: every session sends its next turn as soon as the last one ends.
+- throughput: every session sends its next turn as soon as the last one ends (turns/s,
+  and each turn's time: with N sessions in flight ~N / throughput; errors are counted).
 - where a turn's time goes, from bus timestamps (``mono``, the host-wide monotonic clock;
   a tap in this process subscribes to four message types): client -> edge (the edge
   publishes ``chat.user_text``), edge -> session manager -> persisted (``chat.turn``),
@@ -162,18 +163,24 @@ async def paced(clients: list[Client], rate: float, seconds: float, op: Any) -> 
     return results
 
 
-async def closed_loop(clients: list[Client], seconds: float) -> int:
-    done = 0
+async def closed_loop(clients: list[Client], seconds: float) -> tuple[list[float], list[str]]:
+    """Every client chats flat out (its next message as soon as its reply is complete): the
+    full turns' times in ms, and the errors (a client that gets one stops)."""
+    times: list[float] = []
+    errors: list[str] = []
     stop = time.perf_counter() + seconds
 
     async def loop(c: Client) -> None:
-        nonlocal done
         while time.perf_counter() < stop:
-            await c.turn("go on")
-            done += 1
+            try:
+                _, full = await c.turn("go on")
+            except RuntimeError as exc:
+                errors.append(str(exc))
+                return
+            times.append(full)
 
     await asyncio.gather(*(loop(c) for c in clients))
-    return done
+    return times, errors
 
 
 async def measure(url: str, endpoints: Endpoints, n: int, rate: float, seconds: float) -> dict[str, Any]:
@@ -211,7 +218,7 @@ async def measure(url: str, endpoints: Endpoints, n: int, rate: float, seconds: 
         first = [f for f, _ in chat]
         total = [t for _, t in chat]
         t0 = time.perf_counter()
-        turns = await closed_loop(clients, seconds)
+        flat_out, errors = await closed_loop(clients, seconds)
         elapsed = time.perf_counter() - t0
         for c in clients:
             await c.close()
@@ -226,7 +233,9 @@ async def measure(url: str, endpoints: Endpoints, n: int, rate: float, seconds: 
         "full_turn_ms": summary(total),
         "overhead_ms": {"p50": first_s["p50"] - raw_s["p50"], "p99": first_s["p99"] - raw_s["p99"]},
         "first_delta_hops_ms": {h: {"p50": pct(hop[h], 50), "p99": pct(hop[h], 99)} for h in HOPS},
-        "turns_per_s_closed_loop": turns / elapsed,
+        "turns_per_s_closed_loop": len(flat_out) / elapsed,
+        "closed_loop_turn_ms": summary(flat_out),
+        "closed_loop_errors": {"n": len(errors), "first": errors[:3]},
     }
 
 
@@ -274,7 +283,10 @@ def main() -> None:
         print(f"  full turn                   p50 {full['p50']:7.2f} ms  p99 {full['p99']:7.2f} ms")
         for hop, v in run["first_delta_hops_ms"].items():
             print(f"    {hop:26s}p50 {v['p50']:7.2f} ms  p99 {v['p99']:7.2f} ms")
-        print(f"  closed loop: {run['turns_per_s_closed_loop']:.0f} turns/s")
+        flat = run["closed_loop_turn_ms"]
+        errors = run["closed_loop_errors"]["n"]
+        print(f"  closed loop: {run['turns_per_s_closed_loop']:.0f} turns/s, a turn p50 {flat['p50']:.0f} ms",
+              f"p99 {flat['p99']:.0f} ms max {flat['max']:.0f} ms, {errors} errors")  # fmt: skip
     print(f"written to {RESULTS / 'chat.json'}")
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
+from actors.db.pg import FairPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class StoredMessage:
 
 
 class ChatStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: FairPool) -> None:
         self._pool = pool
 
     async def create_session(self, character: str) -> str:

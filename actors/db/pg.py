@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,7 @@ class Database:
         return self.url
 
     async def open(self, configured: str | None, data_dir: Path, *, max_size: int = 10,
-                   sync_commit: bool = True) -> asyncpg.Pool:  # fmt: skip
+                   sync_commit: bool = True) -> FairPool:  # fmt: skip
         """Locate, connect, apply the migrations; the pool."""
         pool = await connect(await self.locate(configured, data_dir), max_size=max_size, sync_commit=sync_commit)
         await migrate(pool)
@@ -87,17 +89,58 @@ async def _keep(conn: asyncpg.Connection) -> None:
     """Our connections never change session state, so skip asyncpg's per-release RESET round trip."""
 
 
-async def connect(url: str, *, min_size: int = 1, max_size: int = 10, sync_commit: bool = True) -> asyncpg.Pool:
+class FairPool:
+    """An asyncpg pool that hands out its connections in the order they were asked for.
+
+    asyncpg gives a released connection to whichever coroutine asks next: the waiter woken
+    for it may find it taken and go back to the end of the line (``asyncio.Queue.get``).
+    Under load a few callers then wait many times longer than the rest: with 1000 sessions
+    chatting flat out (bench/chat.py's closed loop) persisting a user message took 1.7 s at
+    the median, 6.3 s at p99, and some passed the edge's 10 s timeout. A FIFO gate (asyncio's
+    semaphore, fair since 3.11.1) in front of the pool, as wide as the pool: 2.0 s and 2.1 s,
+    none lost.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, size: int) -> None:
+        self.raw = pool
+        self._line = asyncio.Semaphore(size)
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._line, self.raw.acquire() as conn:
+            yield conn
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with self._line:
+            return str(await self.raw.execute(query, *args))
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._line:
+            return list(await self.raw.fetch(query, *args))
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self._line:
+            return await self.raw.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self._line:
+            return await self.raw.fetchval(query, *args)
+
+    async def close(self) -> None:
+        await self.raw.close()
+
+
+async def connect(url: str, *, min_size: int = 1, max_size: int = 10, sync_commit: bool = True) -> FairPool:
     """A pool; ``sync_commit=False`` commits without waiting for the WAL flush (see Settings)."""
     pool = await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep,
         server_settings={"synchronous_commit": "on" if sync_commit else "off"},
     )  # fmt: skip
     assert pool is not None
-    return pool
+    return FairPool(pool, max_size)
 
 
-async def migrate(pool: asyncpg.Pool) -> list[int]:
+async def migrate(pool: FairPool) -> list[int]:
     """Apply every ``NNNN_name.sql`` not yet applied, in order, each in its own transaction."""
     applied: list[int] = []
     async with pool.acquire() as conn:

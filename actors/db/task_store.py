@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from actors.db.pg import FairPool
+
 READER_ROLE = "greenroom_reader"
 DEMO_TABLES = ("customers", "products", "orders")
 
@@ -51,7 +53,7 @@ def _row(r: asyncpg.Record) -> TaskRow:
 
 
 class TaskStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: FairPool) -> None:
         self._pool = pool
 
     async def create(self, task_id: str, query: str, user_id: str, chat_session: str, work: dict[str, Any]) -> TaskRow:
