@@ -39,6 +39,7 @@ from actors.speech import (
     make_recognizer,
     make_vad,
     pcm16_to_float,
+    tune_heap,
 )
 from bus import Envelope
 from bus.chat import ChatError, EndSession, UserText
@@ -107,6 +108,7 @@ class SttWorker(Actor):
     accept_stale = True
 
     async def on_start(self) -> None:
+        tune_heap()
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="stt")
         self._running = 0  # recognitions submitted and not done
         self._trimmer = HeapTrimmer()  # what recognitions free goes back to the system

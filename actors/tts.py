@@ -38,7 +38,7 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.dashscope_speech import CosyVoiceSynthesizer
-from actors.speech import HeapTrimmer, Int16, SpeechError, Synthesizer, make_piper
+from actors.speech import HeapTrimmer, Int16, SpeechError, Synthesizer, make_piper, tune_heap
 from bus import Envelope
 from bus.chat import ChatError, EndSession, Reply, Sentence, TurnStarted
 from bus.system import Interrupt
@@ -125,6 +125,7 @@ class TtsWorker(Actor):
     _scheduler: asyncio.Task[None]
 
     async def on_start(self) -> None:
+        tune_heap()
         self.cards: dict[str, Card] = load_cards()
         self._workers = max(1, min(2, os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="tts")

@@ -275,12 +275,15 @@ def _mcp_servers(raw: Any, data_dir: Path) -> tuple[McpServer, ...]:
     return tuple(servers)
 
 
-CORE_ACTORS = ["session", "orchestrator", "character", "tasks", "planner", "analyzer", "executor", "telemetry", "echo"]
+DEFAULT_ACTORS = [
+    "session", "orchestrator", "character", "tasks", "planner", "analyzer", "executor", "telemetry", "echo",
+    "stt", "tts", "resampler",
+]  # fmt: skip
 DEFAULT_GROUPS = [
-    # Every light actor shares one process: each process costs ~40 MB of its own, and a turn
-    # handed between actors of one process skips the broker (bench/chat.py, bench/voice.py).
-    {"name": "core", "actors": CORE_ACTORS},
-    {"name": "voice", "actors": ["stt", "tts", "resampler"]},
+    # Every actor shares one process: each process costs ~40-50 MB of its own, and a message
+    # between actors of one process skips the broker (bench/chat.py, bench/voice.py). The
+    # speech engines' work runs in threads, outside the event loop.
+    {"name": "actors", "actors": DEFAULT_ACTORS},
 ]
 
 

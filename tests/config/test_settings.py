@@ -13,7 +13,7 @@ from config import ConfigError, Group, load_settings
 def test_defaults_put_the_bus_under_the_data_dir(tmp_path: Path) -> None:
     s = load_settings({"GREENROOM_DATA_DIR": str(tmp_path)}, file=tmp_path / "none.toml")
     assert s.bus.startswith("ipc://") and s.bus.endswith("/run/bus")
-    assert [g.name for g in s.groups] == ["core", "voice"]  # light actors share one process, speech has its own
+    assert [g.name for g in s.groups] == ["actors"]  # every actor in one process
     hosted = [a for g in s.groups for a in g.actors]
     assert sorted(hosted) == sorted(set(ACTORS) - {"llm"}), "every actor once (the model server is added apart)"
     assert s.database_url is None and s.llm_base_url is None  # embedded defaults

@@ -202,6 +202,65 @@ def test_trimming_gives_the_heaps_free_memory_back() -> None:
     libc.free(guard)
 
 
+HEAP_PROBE = """
+import sys
+import numpy as np
+from actors.speech import tune_heap
+def rss():
+    status = open("/proc/self/status").read().splitlines()
+    return int(next(line.split()[1] for line in status if line.startswith("VmRSS"))) / 1024
+if sys.argv[1] == "tuned":
+    assert tune_heap()
+a = np.ones(8 << 17)  # 8 MB: glibc maps it apart and, once it is freed, keeps blocks this large on the heap
+del a
+before = rss()
+b = np.ones(8 << 17)
+pins = [np.ones(1000) for _ in range(100)]  # small blocks after it
+del b
+print(rss() - before)
+"""
+
+
+@pytest.mark.parametrize(("mode", "kept"), [("default", (6, 9)), ("tuned", (-1, 1))])
+def test_a_tuned_heap_gives_a_large_freed_block_back_at_once(mode: str, kept: tuple[float, float]) -> None:
+    """tune_heap(): a working buffer of a few MB (Piper's, onnxruntime's) goes back to the system
+    when it is freed, instead of staying on the heap until the next trim."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], capture_output=True, text=True, check=True).stdout
+    assert kept[0] < float(out) < kept[1]
+
+
+def test_short_pieces_share_the_phoneme_budget_and_a_long_one_waits_for_all_of_it() -> None:
+    from actors.speech import PhonemeBudget
+
+    budget = PhonemeBudget(60)
+    inside: list[str] = []
+    release = threading.Event()
+
+    def run(name: str, phonemes: int) -> None:
+        with budget.spend(phonemes):
+            inside.append(name)
+            release.wait(5)
+
+    first, second = (threading.Thread(target=run, args=(n, 20)) for n in ("first", "second"))
+    long_one = threading.Thread(target=run, args=("long", 90))  # more than all of it: waits for all
+    first.start()
+    second.start()
+    deadline = time.monotonic() + 5
+    while len(inside) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(inside) == ["first", "second"] and budget.free == 20  # side by side
+    long_one.start()
+    time.sleep(0.2)
+    assert "long" not in inside  # 60 needed, 20 free
+    release.set()
+    for t in (first, second, long_one):
+        t.join(5)
+    assert inside[-1] == "long" and budget.free == 60
+
+
 def counted_trims(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     trims: list[float] = []
 
