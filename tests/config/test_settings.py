@@ -112,3 +112,5 @@ def test_the_shipped_file_starts_what_the_defaults_start(tmp_path: Path) -> None
     shipped = load_settings({"GREENROOM_DATA_DIR": str(tmp_path)})
     default = load_settings({"GREENROOM_DATA_DIR": str(tmp_path)}, file=tmp_path / "none.toml")
     assert shipped.groups == default.groups
+    # ...and gives the executor the filesystem MCP server `make run` installs
+    assert [(s.name, Path(s.command).name) for s in shipped.mcp_servers] == [("files", "mcp-server-filesystem")]
