@@ -62,8 +62,7 @@ class Executor(TaskWorker):
         url = self.cfg.analytics_url or reader_url(await self._db.locate(self.cfg.database_url, self.cfg.data_dir))
         self._reader = await connect_reader(url, self.cfg.tool_timeout)
         self._schema = ""
-        self.toolbox = Toolbox(self.cfg.mcp_servers)
-        await self.toolbox.start()
+        self.toolbox = Toolbox(self.cfg.mcp_servers)  # its servers start when a task first asks for tools
 
     async def on_stop(self) -> None:
         await self.toolbox.close()
@@ -73,6 +72,7 @@ class Executor(TaskWorker):
     async def on_message(self, env: Envelope[Any]) -> None:
         body = env.body
         if isinstance(body, ToolsRequest):
+            await self.toolbox.ensure()
             tools = tuple(t.openai() for t in self.toolbox.tools.values())
             await self.bus.publish(ToolCatalog(tools, dict(self.toolbox.unavailable) or None), cause=env)
             return
@@ -156,6 +156,7 @@ class Executor(TaskWorker):
     # -- tools ------------------------------------------------------------------------------
 
     async def _tools(self, env: Envelope[Any], body: ExecuteTask) -> None:
+        await self.toolbox.ensure()  # a retried stage may reach an executor never asked for its tools
         results = list(body.results)
         for i, step in enumerate(body.steps):
             tool, args = str(step.get("tool", "")), step.get("arguments") or {}

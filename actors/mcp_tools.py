@@ -3,6 +3,11 @@
 Each server lives in its own asyncio task for its whole life (the SDK's anyio scopes must
 be entered and left by the same task); calls reach it from any task. A server that cannot
 be started is reported and left out: its tools are simply not offered.
+
+The servers start when a task first asks for tools (:meth:`Toolbox.ensure`), not with the
+process: the SDK alone (it imports its server side too: starlette, uvicorn) and a running
+stdio server cost the actors' process ~40 MB, which a chat that never starts a task should
+not pay. The first such task waits for them (~1 s for the filesystem server).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from config.settings import McpServer
 
 log = structlog.get_logger("greenroom.mcp")
 MAX_OUTPUT = 8000  # characters of a tool's output kept for the analyzer
+START_TIMEOUT = 8.0  # seconds the servers get to start and list their tools
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +59,19 @@ class Toolbox:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = asyncio.Event()
         self._quiet = open(os.devnull, "w")  # noqa: SIM115 - servers' stderr banners are noise; closed in close()
+        self._started: asyncio.Task[None] | None = None
 
-    async def start(self, timeout: float = 20.0) -> None:
+    @property
+    def started(self) -> bool:
+        return self._started is not None
+
+    async def ensure(self, timeout: float = START_TIMEOUT) -> None:
+        """Start the servers the first time it is called; every caller waits for that start."""
+        if self._started is None:
+            self._started = asyncio.create_task(self.start(timeout), name="mcp:start")
+        await asyncio.shield(self._started)
+
+    async def start(self, timeout: float = START_TIMEOUT) -> None:
         waits = []
         for spec in self._specs:
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -127,6 +144,9 @@ class Toolbox:
 
     async def close(self) -> None:
         self._closing.set()
+        if self._started is not None and not self._started.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._started
         for task in self._tasks:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, 5.0)

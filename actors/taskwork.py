@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from actors.actor import Actor
 from actors.llm import ChatModel, OpenAIChat
+from actors.mcp_tools import START_TIMEOUT
 from bus import Envelope
 from bus.tasks import Claimed, StageFailed, TaskStep, ToolCatalog, ToolsRequest
 from config.settings import settings
@@ -48,7 +49,8 @@ class TaskWorker(Actor):
         if time.monotonic() - when < TOOLS_TTL:
             return tools
         try:
-            reply = await self.bus.ask(ToolsRequest(), reply=ToolCatalog, timeout=2.0)
+            # The executor starts its tool servers when first asked (up to START_TIMEOUT).
+            reply = await self.bus.ask(ToolsRequest(), reply=ToolCatalog, timeout=START_TIMEOUT + 2.0)
             tools = reply.body.tools
         except TimeoutError:
             self.log.warning("no executor answered with its tools")
