@@ -237,25 +237,25 @@ def test_short_pieces_share_the_phoneme_budget_and_a_long_one_waits_for_all_of_i
 
     budget = PhonemeBudget(60)
     inside: list[str] = []
+    entered = threading.Semaphore(0)
     release = threading.Event()
 
     def run(name: str, phonemes: int) -> None:
         with budget.spend(phonemes):
             inside.append(name)
+            entered.release()
             release.wait(5)
 
     first, second = (threading.Thread(target=run, args=(n, 20)) for n in ("first", "second"))
     long_one = threading.Thread(target=run, args=("long", 90))  # more than all of it: waits for all
     first.start()
     second.start()
-    deadline = time.monotonic() + 5
-    while len(inside) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert sorted(inside) == ["first", "second"] and budget.free == 20  # side by side
+    assert entered.acquire(timeout=5) and entered.acquire(timeout=5)  # side by side
+    assert sorted(inside) == ["first", "second"] and budget.free == 20
     long_one.start()
-    time.sleep(0.2)
-    assert "long" not in inside  # 60 needed, 20 free
+    assert not entered.acquire(timeout=0.2)  # 60 needed, 20 free: it waits
     release.set()
+    assert entered.acquire(timeout=5)
     for t in (first, second, long_one):
         t.join(5)
     assert inside[-1] == "long" and budget.free == 60
