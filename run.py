@@ -1,9 +1,9 @@
 """Greenroom's one command line. ``python run.py --help`` lists the parts.
 
 With no subcommand it starts everything: the broker and the web edge (in this
-process), and each actor group from the settings in its own supervised OS process. Every part
-takes the bus address (``--bus`` or ``GREENROOM_BUS``), so the same code runs as
-one process, several, or across machines.
+process), and each actor group from the settings in its own supervised OS
+process. Every part takes the bus address (``--bus`` or ``GREENROOM_BUS``), so
+the same code runs as one process, several, or across machines.
 """
 
 from __future__ import annotations

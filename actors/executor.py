@@ -156,7 +156,6 @@ class Executor(TaskWorker):
     # -- tools ------------------------------------------------------------------------------
 
     async def _tools(self, env: Envelope[Any], body: ExecuteTask) -> None:
-        await self.toolbox.ensure()  # a retried stage may reach an executor never asked for its tools
         results = list(body.results)
         for i, step in enumerate(body.steps):
             tool, args = str(step.get("tool", "")), step.get("arguments") or {}

@@ -126,6 +126,7 @@ class Toolbox:
 
     async def call(self, name: str, arguments: dict[str, Any], timeout: float) -> tuple[bool, str]:
         """(ok, text output). A tool's own error (``isError``) is ``ok=False``, not an exception."""
+        await self.ensure()  # a retried stage may reach an executor never asked for its tools
         tool = self.resolve(name)
         if tool is None:
             raise ToolError(f"no tool {name!r}; available: {', '.join(sorted(self.tools)) or 'none'}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -11,9 +10,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
+from bench.common import wait_healthy
 from bus import Broker, Connection, Endpoints
 from bus.system import Heartbeat, Ping, Pong, ProcessEvent, Ready
 from tests.conftest import free_tcp_base
@@ -129,16 +128,7 @@ async def test_children_die_with_a_killed_supervisor(system: dict[str, Any]) -> 
 
 async def test_healthz_is_served_from_the_supervisors_own_process(system: dict[str, Any]) -> None:
     """The edge runs in run.py's process next to the broker: no part of its own."""
-    port = int(system["env"]["GREENROOM_HTTP_PORT"])
-    async with aiohttp.ClientSession() as http:
-        for _ in range(100):
-            with contextlib.suppress(aiohttp.ClientConnectionError):
-                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("/healthz never answered 200")
+    await wait_healthy(f"http://127.0.0.1:{system['env']['GREENROOM_HTTP_PORT']}", timeout=20)
     assert _part_names(system["proc"].pid) == [b"echo"]  # the echo group and nothing else
 
 

@@ -47,8 +47,8 @@ async def test_a_connection_held_by_acquire_counts_in_the_line(database_url: str
 
         async with pool.acquire() as conn:
             waiting = [asyncio.create_task(ask(i)) for i in range(5)]
-            await asyncio.sleep(0.05)
-            assert order == []  # all in line behind the held connection
+            done, _ = await asyncio.wait(waiting, timeout=0.05)
+            assert not done and order == []  # all in line behind the held connection
             assert await conn.fetchval("SELECT 42") == 42
         await asyncio.gather(*waiting, *(ask(i) for i in range(5, 10)))
     finally:
