@@ -232,6 +232,38 @@ def test_a_tuned_heap_gives_a_large_freed_block_back_at_once(mode: str, kept: tu
     assert kept[0] < float(out) < kept[1]
 
 
+WHISPER_PROBE = """
+import os
+import sys
+import numpy as np
+if sys.argv[1] != "-":
+    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = sys.argv[1]
+from actors.speech import WhisperRecognizer, trim_heap
+def rss():
+    status = open("/proc/self/status").read().splitlines()
+    return int(next(line.split()[1] for line in status if line.startswith("VmRSS"))) / 1024
+recognizer = WhisperRecognizer()
+noise = (np.random.default_rng(1).standard_normal(16000 * 4) * 0.05).astype(np.float32)
+seen = []
+for n in np.random.default_rng(2).permutation(26):  # lengths of their own, as people speak them
+    recognizer.transcribe(noise[: 8000 + 2000 * n])
+    trim_heap()
+    seen.append(rss())
+print(np.mean(seen[-5:]) - np.mean(seen[5:10]))  # it moves by a few MB from one to the next
+"""
+
+
+@pytest.mark.parametrize(("capacity", "grown"), [("-", (-8, 8)), ("1024", (12, 80))])
+def test_whisper_does_not_grow_with_every_utterance_of_a_new_length(capacity: str, grown: tuple[float, float]) -> None:
+    """oneDNN's kernel cache (inside CTranslate2) kept a compiled kernel for every input shape:
+    the recognizer turns it off unless it is set ("1024" is oneDNN's own default)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", WHISPER_PROBE, capacity], capture_output=True, text=True, check=True)
+    assert grown[0] < float(out.stdout) < grown[1], out.stderr
+
+
 def test_short_pieces_share_the_phoneme_budget_and_a_long_one_waits_for_all_of_it() -> None:
     from actors.speech import PhonemeBudget
 
