@@ -1,9 +1,10 @@
 """Chat benchmark: N concurrent WebSocket sessions against the whole system.
 
 The system runs as in production (``run.py``: supervisor, broker, edge and embedded
-PostgreSQL; the actor groups, each in its own process); the model
-is an instant, protocol-faithful OpenAI server in its own process, so what is measured
-is Greenroom, not a model.
+PostgreSQL; the actor groups, each in its own process); the model is an instant,
+protocol-faithful OpenAI server in its own process (``bench/instant_llm.py``: ~0.2 ms of
+CPU a request; until 2026-11-23 the tests' aiohttp server, 0.7-0.85 ms, on the same 2
+cores), so what is measured is Greenroom, not a model.
 
 For each N (default 100 and 1000):
 - raw:  ``bus_ping`` frames: WS -> edge -> bus -> echo actor -> bus -> edge -> WS.
@@ -253,13 +254,14 @@ def main() -> None:
            "GREENROOM_LOG_FORMAT": "json"}  # fmt: skip
     env.pop("DATABASE_URL", None)
     llm = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(llm_port)], cwd=ROOT, stdout=subprocess.PIPE
+        [sys.executable, "-m", "bench.instant_llm", "--port", str(llm_port)], cwd=ROOT, stdout=subprocess.PIPE
     )
+    assert llm.stdout is not None and llm.stdout.readline().strip() == b"READY"
     system = subprocess.Popen([sys.executable, str(ROOT / "run.py")], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{http_port}"
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "setup": "run.py (all processes) + instant fake OpenAI server; client in this process",
+        "setup": "run.py (all processes) + instant OpenAI server (bench/instant_llm.py); client in this process",
     }
     try:
         asyncio.run(wait_healthy(url))
