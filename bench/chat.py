@@ -46,7 +46,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import free_port, pct, wait_healthy  # noqa: E402
+from bench.common import free_port, pct, python_loop_ms, wait_healthy  # noqa: E402
 from bus import Connection, Endpoints, Envelope, type_prefix  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -260,7 +260,7 @@ def main() -> None:
     system = subprocess.Popen([sys.executable, str(ROOT / "run.py")], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{http_port}"
     report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "python_loop_5m_ms": python_loop_ms()},
         "setup": "run.py (all processes) + instant OpenAI server (bench/instant_llm.py); client in this process",
     }
     try:
@@ -275,6 +275,7 @@ def main() -> None:
     report["target"] = "p99 first-delta overhead at 100 sessions <= 5 ms above the raw WS->bus->WS round trip"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "chat.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"the machine now: a fixed Python loop {report['machine']['python_loop_5m_ms']:.0f} ms (131 when fast)")
     for run in report["runs"]:
         raw, first, full = run["raw_ws_bus_ws_ms"], run["first_delta_ms"], run["full_turn_ms"]
         print(f"{run['sessions']} sessions (paced {run['paced_rate_per_s']:g}/s):")

@@ -9,6 +9,16 @@ import time
 import aiohttp
 
 
+def python_loop_ms() -> float:
+    """A fixed Python loop (5M additions), in ms: this VM's speed drifts by up to ~3x over
+    hours, and this puts a run's figures in context (131 in a fast phase, 200-330 in a slow one)."""
+    t = time.perf_counter()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return (time.perf_counter() - t) * 1000
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

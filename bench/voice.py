@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 import bus.chat  # noqa: E402  (registers the types the tap decodes)
 import bus.voice  # noqa: E402, F401
-from bench.common import free_port, pct, wait_healthy  # noqa: E402
+from bench.common import free_port, pct, python_loop_ms, wait_healthy  # noqa: E402
 from bus import Connection, Endpoints, Envelope, type_prefix  # noqa: E402
 from tests.voice.audio import MIC_RATE, at, audio_frame, silence, speech, voiced  # noqa: E402
 
@@ -292,11 +292,7 @@ def machine_now(turns: int) -> dict[str, Any]:
     from actors.speech import STT_RATE, WhisperRecognizer, make_piper
     from config.settings import settings
 
-    t = time.perf_counter()
-    total = 0
-    for i in range(5_000_000):
-        total += i
-    loop_ms = (time.perf_counter() - t) * 1000
+    loop_ms = python_loop_ms()
     whisper = WhisperRecognizer(threads=1, workers=1)
     piper = make_piper(settings().tts_engine, Path(tempfile.mkdtemp(prefix="grv-voice-")), "en_US-joe-medium")
     heard, said = [], []
