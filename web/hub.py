@@ -160,8 +160,9 @@ class Hub:
         match body:
             case Delta():
                 self.replying[session] = env.turn
-                frame = {"type": "text", "text": body.text}
-                self._mark_first(session, env.turn)
+                self._broadcast(watchers, {"type": "text", "text": body.text})
+                self._mark_first(session, env.turn)  # after: the words go out before the bookkeeping
+                return
             case AudioOut():
                 self._audio_out(env, watchers)
                 return
@@ -199,10 +200,10 @@ class Hub:
         session, body = env.session, env.body
         pcm = env.extra[0] if env.extra else b""
         if pcm:
-            self._mark_first(session, env.turn)
             self.replying[session] = self.speaking[session] = env.turn
             frame = {"type": "audio", "audio_data": base64.b64encode(pcm).decode(), "turn": env.turn, "seq": body.seq}
             self._broadcast(watchers, frame)
+            self._mark_first(session, env.turn)
         if body.last:  # the flush above was the turn's last audio
             if self.speaking.pop(session, None) is not None and self.replying.get(session) == env.turn:
                 del self.replying[session]
