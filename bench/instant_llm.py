@@ -139,10 +139,12 @@ class InstantModel:
             transport.write(self.reply.whole(self.requests, model))
 
 
-async def serve(port: int, text: str = DEFAULT_TEXT) -> None:
+async def serve(port: int, text: str = DEFAULT_TEXT, ready: asyncio.Event | None = None) -> None:
     model = InstantModel(text)
     server = await asyncio.get_running_loop().create_server(lambda: Connection(model), "127.0.0.1", port)
     print("READY", flush=True)
+    if ready is not None:
+        ready.set()
     async with server:
         await server.serve_forever()
 

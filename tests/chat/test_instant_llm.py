@@ -11,22 +11,16 @@ import pytest
 
 from actors.llm import OpenAIChat
 from bench.common import free_port
-from bench.instant_llm import DEFAULT_TEXT, serve
+from bench.instant_llm import DEFAULT_TEXT, Connection, InstantModel, serve
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
-    number = free_port()
-    server = asyncio.create_task(serve(number))
-    for _ in range(100):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", number)
-            writer.close()
-            break
-        except OSError:
-            await asyncio.sleep(0.02)
+    number, ready = free_port(), asyncio.Event()
+    server = asyncio.create_task(serve(number, ready=ready))
+    await asyncio.wait_for(ready.wait(), 5)
     yield number
     server.cancel()
     await asyncio.gather(server, return_exceptions=True)
@@ -53,12 +47,36 @@ async def test_the_sdk_streams_and_completes_the_reply(port: int) -> None:
     await client.close()
 
 
-async def _exchange(port: int, *pieces: bytes) -> bytes:
+class _Transport(asyncio.Transport):
+    """What the server writes back, without a socket in between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.out += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _fed(*reads: bytes) -> bytes:
+    """The server's answer to a connection whose bytes arrive in these reads."""
+    connection, transport = Connection(InstantModel()), _Transport()
+    connection.connection_made(transport)
+    for data in reads:
+        connection.data_received(data)
+    return bytes(transport.out)
+
+
+async def _exchange(port: int, data: bytes) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    for piece in pieces:
-        writer.write(piece)
-        await writer.drain()
-        await asyncio.sleep(0.01)
+    writer.write(data)
     writer.write_eof()
     data = await asyncio.wait_for(reader.read(), 5)
     writer.close()
@@ -69,13 +87,12 @@ def _request(body: bytes) -> bytes:
     return b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
-async def test_requests_split_across_reads_or_sent_together_are_each_answered(port: int) -> None:
-    body = json.dumps({"model": "m", "messages": MESSAGES}).encode()
-    split = _request(body)
-    answer = await _exchange(port, split[:10], split[10:50], split[50:])
+def test_requests_split_across_reads_or_read_together_are_each_answered() -> None:
+    request = _request(json.dumps({"model": "m", "messages": MESSAGES}).encode())
+    assert _fed(request[:10], request[10:50]) == b""  # not all of it yet
+    answer = _fed(request[:10], request[10:50], request[50:])
     assert answer.count(b"HTTP/1.1 200 OK") == 1 and DEFAULT_TEXT.encode() in answer
-    answers = await _exchange(port, _request(body) + _request(body))  # pipelined in one write
-    assert answers.count(b"HTTP/1.1 200 OK") == 2
+    assert _fed(request + request).count(b"HTTP/1.1 200 OK") == 2  # pipelined, in one read
 
 
 async def test_bad_requests_get_the_apis_error_bodies(port: int) -> None:
