@@ -51,7 +51,7 @@ class Reply:
 
     def stream(self, n: int, model: str) -> tuple[bytes, bytes]:
         def fill(events: bytes) -> bytes:
-            return events.replace(b"{id}", b"%d" % n).replace(b"{model}", model.encode())
+            return events.replace(b"{id}", b"%d" % n).replace(b"{model}", json.dumps(model)[1:-1].encode())
 
         head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip

@@ -36,12 +36,12 @@ async def test_the_sdk_streams_and_completes_the_reply(port: int) -> None:
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="key")
     whole = await client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
     assert whole.choices[0].message.content == DEFAULT_TEXT and whole.model == "m"
-    stream = await client.chat.completions.create(model="m2", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    stream = await client.chat.completions.create(model='m "2"', messages=MESSAGES, stream=True)  # type: ignore[arg-type]
     assert isinstance(stream, openai.AsyncStream)
     chunks = [chunk async for chunk in stream]
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == DEFAULT_TEXT
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
-    assert {c.model for c in chunks} == {"m2"} and len({c.id for c in chunks}) == 1
+    assert {c.model for c in chunks} == {'m "2"'} and len({c.id for c in chunks}) == 1
     with pytest.raises(openai.NotFoundError):
         await client.models.list()
     await client.close()
