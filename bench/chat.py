@@ -16,11 +16,13 @@ For each N (default 100 and 1000):
   ``--rate`` a second), so both see the same machine.
 - throughput: every session sends its next turn as soon as the last one ends (turns/s,
   and each turn's time: with N sessions in flight ~N / throughput; errors are counted).
-- where a turn's time goes, from bus timestamps (``mono``, the host-wide monotonic clock;
-  a tap in this process subscribes to four message types): client -> edge (the edge
-  publishes ``chat.user_text``), edge -> session manager -> persisted (``chat.turn``),
-  routed (``chat.generate``), agent -> first delta (``chat.delta``: the hop to the agent
-  and the model request), first delta -> client.
+- where a turn's time goes, from bus timestamps (``mono``, the host-wide monotonic clock):
+  client -> edge (the edge publishes ``chat.user_text``), edge -> session manager ->
+  persisted (``chat.turn``), routed (``chat.generate``), agent -> first delta
+  (``chat.delta``: the hop to the agent and the model request), first delta -> client.
+  The headers are read back from the telemetry sink's table once the paced window is over:
+  until 2026-11-23 a live tap in this process decoded four messages of every turn while
+  the turn ran, on the 2 cores it measured (overhead p50 ~0.3-0.5 ms higher).
 
 Usage: python bench/chat.py [--sessions 100 1000] [--rate 50] [--seconds 10]
 Writes bench/results/chat.json.
@@ -43,39 +45,61 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
+import msgpack
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from actors.db.pg import Database  # noqa: E402
 from bench.common import free_port, pct, python_loop_ms, wait_healthy  # noqa: E402
-from bus import Connection, Endpoints, Envelope, type_prefix  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 HOPS = ("client_to_edge", "edge_to_persisted", "routed", "agent_to_first_delta", "first_delta_to_client")
 MARKS = ("chat.user_text", "chat.turn", "chat.generate", "chat.delta")
 
 
-class Marks:
-    """When each of ``MARKS`` was first sent in a session's current turn (host monotonic, s)."""
-
-    def __init__(self, endpoints: Endpoints) -> None:
-        self.conn = Connection(endpoints, "bench-chat-tap")
-        self.seen: dict[str, dict[str, float]] = {}
-
-    async def start(self) -> None:
-        import bus.chat  # noqa: F401  (the message types it decodes)
-
-        await self.conn.start(self._on, subscribe=[type_prefix(t) for t in MARKS])
-
-    def _on(self, env: Envelope[Any], queue: str | None) -> None:
-        self.seen.setdefault(env.session, {}).setdefault(env.type, env.header.mono / 1e9)
-
-    def hops(self, session: str, sent: float, first: float) -> dict[str, float] | None:
-        """One turn's hops in ms, from the client's send (``sent``) to its first ``text`` frame."""
-        seen = self.seen.pop(session, {})
-        if any(t not in seen for t in MARKS):
-            return None
-        times = [sent, *(seen[t] for t in MARKS), first]
-        return {h: (b - a) * 1000 for h, a, b in zip(HOPS, times[:-1], times[1:], strict=True)}
+async def hops_from_telemetry(data_dir: Path, turns: list[tuple[str, int, float, float]]) -> list[dict[str, float]]:
+    """Each turn's hops in ms, from the client's send to its first ``text`` frame, with the bus
+    timestamps of ``MARKS`` as the telemetry sink stored them. ``turns``: (session, turn, sent,
+    first frame) with the client's monotonic times."""
+    sessions = sorted({t[0] for t in turns})
+    db = Database()
+    url = await db.locate(None, data_dir)
+    conn = await asyncpg.connect(url)
+    try:
+        for _ in range(50):  # the sink writes every 0.1 s: wait until the last turn's delta is there
+            rows = await conn.fetch(
+                "SELECT type, header FROM telemetry_events"
+                " WHERE type = ANY($1::text[]) AND session_id = ANY($2::text[])",
+                list(MARKS), sessions,
+            )  # fmt: skip
+            headers = [(r["type"], msgpack.unpackb(r["header"])) for r in rows]
+            firsts: dict[tuple[str, int, str], float] = {}
+            sent_at: dict[str, float] = {}  # id of a chat.user_text -> when the edge sent it
+            parents: dict[tuple[str, int], str] = {}  # (session, turn) -> the user_text that started it
+            for kind, h in headers:
+                mono = h["mono"] / 1e9
+                if kind == "chat.user_text":
+                    sent_at[h["id"]] = mono
+                    continue
+                if kind == "chat.turn":
+                    parents[(h["session"], h["turn"])] = h["parent"]
+                key = (h["session"], h["turn"], kind)
+                firsts[key] = min(mono, firsts.get(key, mono))
+            if all((s, n, "chat.delta") in firsts for s, n, _, _ in turns):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    out = []
+    for session, turn, sent, first in turns:
+        user_text = sent_at.get(parents.get((session, turn), ""))
+        marks = [firsts.get((session, turn, kind)) for kind in MARKS[1:]]
+        if user_text is None or any(m is None for m in marks):
+            continue
+        times = [sent, user_text, *(m for m in marks if m is not None), first]
+        out.append({h: (b - a) * 1000 for h, a, b in zip(HOPS, times[:-1], times[1:], strict=True)})
+    return out
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -86,11 +110,11 @@ def summary(values: list[float]) -> dict[str, float]:
 class Client:
     """One browser-like session: a socket and a reader that hands frames to whoever waits."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, marks: Marks) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
-        self.marks = marks
         self.session = ""
-        self.hops: list[dict[str, float]] = []
+        self.turns: list[tuple[str, int, float, float]] = []
+        """(session, turn, sent, first frame) of each turn, host monotonic seconds."""
         self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.reader = asyncio.create_task(self._read())
 
@@ -120,16 +144,13 @@ class Client:
         return (time.perf_counter() - t0) * 1000
 
     async def turn(self, text: str) -> tuple[float, float]:
-        self.marks.seen.pop(self.session, None)
         sent, t0 = time.monotonic(), time.perf_counter()
         await self.ws.send_str(json.dumps({"action": "stream_data", "input_type": "text", "data": text}))
         await self.until("text")
         first = (time.perf_counter() - t0) * 1000
         first_at = time.monotonic()
-        await self.until("transcript", "assistant")
-        hops = self.marks.hops(self.session, sent, first_at)
-        if hops is not None:
-            self.hops.append(hops)
+        final = await self.until("transcript", "assistant")
+        self.turns.append((self.session, int(final["turn"]), sent, first_at))
         return first, (time.perf_counter() - t0) * 1000
 
     async def close(self) -> None:
@@ -184,9 +205,7 @@ async def closed_loop(clients: list[Client], seconds: float) -> tuple[list[float
     return times, errors
 
 
-async def measure(url: str, endpoints: Endpoints, n: int, rate: float, seconds: float) -> dict[str, Any]:
-    marks = Marks(endpoints)
-    await marks.start()
+async def measure(url: str, data_dir: Path, n: int, rate: float, seconds: float) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         clients: list[Client] = []
@@ -194,7 +213,7 @@ async def measure(url: str, endpoints: Endpoints, n: int, rate: float, seconds: 
 
         async def connect() -> None:
             async with sem:
-                c = Client(await http.ws_connect(f"{url}/ws/ada", heartbeat=None, max_msg_size=0), marks)
+                c = Client(await http.ws_connect(f"{url}/ws/ada", heartbeat=None, max_msg_size=0))
                 await c.start()
                 clients.append(c)
 
@@ -204,7 +223,7 @@ async def measure(url: str, endpoints: Endpoints, n: int, rate: float, seconds: 
         for c in clients[:20]:  # warm-up
             await c.ping()
             await c.turn("warm up")
-            c.hops.clear()
+            c.turns.clear()
 
         # Interleaved in one paced window, so machine noise hits both measurements alike.
         async def either(c: Client) -> tuple[str, Any]:
@@ -213,7 +232,7 @@ async def measure(url: str, endpoints: Endpoints, n: int, rate: float, seconds: 
             return "chat", await c.turn("Hello! How are you today?")
 
         mixed = await paced(clients, rate, seconds * 2, either)
-        hop = {h: [t[h] for c in clients for t in c.hops] for h in HOPS}
+        turns = [t for c in clients for t in c.turns]
         raw = [v for kind, v in mixed if kind == "raw"]
         chat = [v for kind, v in mixed if kind == "chat"]
         first = [f for f, _ in chat]
@@ -223,7 +242,8 @@ async def measure(url: str, endpoints: Endpoints, n: int, rate: float, seconds: 
         elapsed = time.perf_counter() - t0
         for c in clients:
             await c.close()
-    await marks.conn.close()
+    measured = await hops_from_telemetry(data_dir, turns)
+    hop = {h: [t[h] for t in measured] for h in HOPS}
     raw_s, first_s = summary(raw), summary(first)
     return {
         "sessions": n,
@@ -233,6 +253,7 @@ async def measure(url: str, endpoints: Endpoints, n: int, rate: float, seconds: 
         "first_delta_ms": first_s,
         "full_turn_ms": summary(total),
         "overhead_ms": {"p50": first_s["p50"] - raw_s["p50"], "p99": first_s["p99"] - raw_s["p99"]},
+        "first_delta_hops_turns": len(measured),
         "first_delta_hops_ms": {h: {"p50": pct(hop[h], 50), "p99": pct(hop[h], 99)} for h in HOPS},
         "turns_per_s_closed_loop": len(flat_out) / elapsed,
         "closed_loop_turn_ms": summary(flat_out),
@@ -265,8 +286,7 @@ def main() -> None:
     }
     try:
         asyncio.run(wait_healthy(url))
-        endpoints = Endpoints(f"ipc://{tmp.resolve()}/run/bus")
-        report["runs"] = [asyncio.run(measure(url, endpoints, n, args.rate, args.seconds)) for n in args.sessions]
+        report["runs"] = [asyncio.run(measure(url, tmp, n, args.rate, args.seconds)) for n in args.sessions]
     finally:
         system.send_signal(signal.SIGTERM)
         system.wait(timeout=30)
