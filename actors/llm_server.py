@@ -108,14 +108,29 @@ def start_server(port: int, n_ctx: int = 8192, parallel: int = PARALLEL, model: 
     params.n_parallel = parallel
     params.port = port
     params.cache_ram_mib = PROMPT_CACHE_MB
-    # Every core, sleeping when idle (poll 0): the model runs at the lowest priority
-    # (LocalLLM), so speech synthesis and recognition preempt it and it takes what they leave.
-    cores = max(1, min(2, os.cpu_count() or 1))
-    params.cpuparams.n_threads = cores
+    # Sleeping when idle (poll 0); the model runs at the lowest priority (LocalLLM), so speech
+    # synthesis and recognition preempt it and it takes what they leave.
+    threads = model_threads(os.cpu_count() or 1)
+    params.cpuparams.n_threads = threads
     params.cpuparams.poll = 0
-    params.cpuparams_batch.n_threads = cores
+    params.cpuparams_batch.n_threads = threads  # what decodes several slots' tokens at once
     params.cpuparams_batch.poll = 0
     return xllamacpp.Server(params)
+
+
+def model_threads(cpus: int) -> int:
+    """Threads for the model: all cores but two (the speech engines' and the actors'), up to
+    four; at least one.
+
+    llama.cpp's threads meet at a spinning barrier after every operation of every token, so a
+    multi-threaded model that shares its cores with speech stalls whenever one of its threads
+    is preempted: the others spin until it runs again. On this 2-core machine, with the model
+    on both cores, 8 sessions speaking at once took it 1.0-1.6 cores while their sentences
+    came too late to speak without a gap (bench/voice.py: 1, 2, 4 and 5 of 8 kept up in four
+    runs, 2026-11-23); on one thread, 8 and 7 of 8, back to back. Two threads for several
+    slots' tokens (llama.cpp's batch threads) and one for a single slot's: 3 and 3 of 8. A
+    lone stream loses ~15 ms to its first token (~75 against ~60 after the transcript)."""
+    return max(1, min(4, cpus - 2))
 
 
 class LocalLLM(Actor):

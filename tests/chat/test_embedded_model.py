@@ -12,7 +12,7 @@ import gguf
 import numpy as np
 import pytest
 
-from actors.llm_server import SERVED_FILE, model_path, prepare_model, start_server, warm
+from actors.llm_server import SERVED_FILE, model_path, model_threads, prepare_model, start_server, warm
 from config.characters import load_cards
 from tests.chat.conftest import ChatSystem
 from tests.conftest import free_tcp_base
@@ -39,6 +39,12 @@ def smollm(served_model: Path) -> Iterator[str]:
 @pytest.fixture
 def llm_base_url(smollm: str) -> str:
     return smollm
+
+
+def test_the_model_leaves_two_cores_to_speech_and_the_actors_and_never_spins_on_a_shared_one() -> None:
+    # one thread while it shares cores with speech (2-core machines: its barrier stalls),
+    # all cores but two on larger machines, up to four
+    assert [model_threads(n) for n in (1, 2, 3, 4, 6, 8, 64)] == [1, 1, 1, 2, 4, 4, 4]
 
 
 def test_the_served_model_is_the_shipped_one_requantized_to_q8_0(served_model: Path) -> None:
