@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from actors.actor import Actor
@@ -87,10 +88,9 @@ class CharacterAgent(Actor):
             stream = self.model.stream(
                 messages, model=card.llm.model, temperature=card.llm.temperature, max_tokens=card.llm.max_tokens
             )
-            async with contextlib.aclosing(coalesce(stream)) as deltas:
+            async with contextlib.aclosing(coalesce(shown(stream, tags))) as deltas:
                 async for delta in deltas:
-                    await emit(tags.feed(delta))
-            await emit(tags.flush())
+                    await emit(delta)
             for sentence in sentences.flush():
                 await self.bus.publish(Sentence(sentence, n_sentence), cause=env)
                 n_sentence += 1
@@ -111,3 +111,21 @@ class CharacterAgent(Actor):
         if not emotion_sent:
             await self.bus.publish(Emotion(emotion), cause=env)
         await self.bus.publish(Reply(text, emotion, provider=provider), cause=env)
+
+
+async def shown(pieces: AsyncIterator[str], tags: TagReader) -> AsyncIterator[str]:
+    """The reply as the user sees it: a leading emotion tag taken off. Before coalescing, so
+    the first piece coalescing hands over at once is the first visible words, not the tag
+    (which used to cost the words behind it a turn of the event loop)."""
+    try:
+        async for piece in pieces:
+            text = tags.feed(piece)
+            if text:
+                yield text
+    finally:
+        close = getattr(pieces, "aclose", None)
+        if close is not None:  # the provider's stream ends with us, not at GC
+            await close()
+    text = tags.flush()
+    if text:
+        yield text

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from actors.character import shown
 from actors.llm import LLMError, OpenAIChat, coalesce
+from brain.emotion import TagReader
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 
 WORDS = [f"w{i} " for i in range(8)]
@@ -42,6 +44,51 @@ async def paced(gap: asyncio.Event) -> AsyncIterator[str]:
 async def test_pieces_that_came_together_go_as_one_after_the_first() -> None:
     out = [piece async for piece in coalesce(burst())]
     assert out == [WORDS[0], "".join(WORDS[1:])]
+
+
+async def test_the_first_piece_reaches_the_consumer_before_anything_else_queued_runs() -> None:
+    ran: list[str] = []
+
+    async def first_words() -> AsyncIterator[str]:
+        asyncio.get_running_loop().call_soon(ran.append, "other work")  # what a busy loop has queued
+        yield "first "
+        yield "rest"
+
+    async with contextlib.aclosing(coalesce(first_words())) as pieces:
+        assert await anext(pieces) == "first " and ran == []  # no turn of the loop in between
+        assert [p async for p in pieces] == ["rest"]
+    assert ran == ["other work"]
+
+
+async def test_the_first_visible_words_come_first_the_emotion_tag_taken_off_before() -> None:
+    tags = TagReader(["happy"])
+    ran: list[str] = []
+    closed: list[bool] = []
+
+    async def model() -> AsyncIterator[str]:
+        try:
+            asyncio.get_running_loop().call_soon(ran.append, "other work")
+            for piece in ("[hap", "py] ", "Hello ", "there", "!"):
+                yield piece
+        finally:
+            closed.append(True)
+
+    async with contextlib.aclosing(coalesce(shown(model(), tags))) as pieces:
+        assert await anext(pieces) == "Hello " and ran == [] and tags.emotion == "happy"
+        assert [p async for p in pieces] == ["there!"]
+    assert closed == [True]
+
+
+async def test_an_empty_reply_is_nothing_and_an_error_before_any_text_comes_at_once() -> None:
+    async def reply(words: list[str], error: LLMError | None = None) -> AsyncIterator[str]:
+        for word in words:
+            yield word
+        if error is not None:
+            raise error
+
+    assert [p async for p in coalesce(reply([]))] == []
+    with pytest.raises(LLMError, match="down"):
+        [p async for p in coalesce(reply([], LLMError("llm_unavailable", "down")))]
 
 
 async def test_pieces_that_come_apart_go_apart() -> None:
