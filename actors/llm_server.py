@@ -127,8 +127,8 @@ def model_threads(cpus: int) -> int:
     is preempted: the others spin until it runs again. On this 2-core machine, with the model
     on both cores, 8 sessions speaking at once took it 1.0-1.6 cores while their sentences
     came too late to speak without a gap (bench/voice.py: 1, 2, 4 and 5 of 8 kept up in four
-    runs, 2026-11-23); on one thread, all 8 in 3 of 6 runs in the same hours, 7 in 2, 5 in one
-    slower moment. Two threads for several slots' tokens (llama.cpp's batch threads) and one
+    runs, 2026-11-23); on one thread, all 8 in 3 of 8 runs over the same hours, 7 in 3, 5 and
+    2 in a slower moment. Two threads for several slots' tokens (llama.cpp's batch threads) and one
     for a single slot's: 3 and 3 of 8. The price: a lone question's prompt is read by one
     thread, so its first token comes ~15-45 ms later (~75-110 ms after the transcript against
     ~60-75); an audible gap in 8 voices weighs more than that."""
