@@ -245,18 +245,21 @@ def rss():
 recognizer = WhisperRecognizer()
 noise = (np.random.default_rng(1).standard_normal(16000 * 4) * 0.05).astype(np.float32)
 seen = []
-for n in np.random.default_rng(2).permutation(26):  # lengths of their own, as people speak them
-    recognizer.transcribe(noise[: 8000 + 2000 * n])
+for n in np.random.default_rng(2).permutation(46):  # lengths of their own, as people speak them
+    recognizer.transcribe(noise[: 8000 + 1000 * n])
     trim_heap()
     seen.append(rss())
-print(np.mean(seen[-5:]) - np.mean(seen[5:10]))  # it moves by a few MB from one to the next
+print(np.median(seen[-10:]) - np.median(seen[5:15]))  # it moves by up to ~10 MB from one to the next
 """
 
 
-@pytest.mark.parametrize(("capacity", "grown"), [("-", (-8, 8)), ("1024", (12, 80))])
+@pytest.mark.parametrize(("capacity", "grown"), [("-", (-20, 20)), ("1024", (30, 200))])
 def test_whisper_does_not_grow_with_every_utterance_of_a_new_length(capacity: str, grown: tuple[float, float]) -> None:
     """oneDNN's kernel cache (inside CTranslate2) kept a compiled kernel for every input shape:
-    the recognizer turns it off unless it is set ("1024" is oneDNN's own default)."""
+    the recognizer turns it off unless it is set ("1024" is oneDNN's own default). Over 46
+    utterances of 0.5-3.3 s the median RSS of the last 10 against utterances 5-14: as shipped
+    -1 to +11 MB (5 runs), with "1024" +52 to +54 MB (3 runs). 26 utterances and means (until
+    2026-11-23) left them 8 MB apart at worst, and the shipped one sometimes over its limit."""
     import subprocess
     import sys
 
