@@ -100,12 +100,23 @@ class Actor:
     for actors whose work mostly waits on something else (a model server), wrong for CPU-bound
     ones, whose work should spread over replicas."""
 
+    selective: ClassVar[bool] = False
+    """True: :meth:`wants` is asked, before a lane is made, whether an event for a session with
+    nothing queued here is worth handling at all."""
+
     def __init__(self, bus: ActorBus) -> None:
         self.bus = bus
         self.log = structlog.get_logger(self.name or type(self).__name__).bind(actor=self.name)
 
     async def on_start(self) -> None:
         """Called once before any message; the bus is live."""
+
+    def wants(self, env: Envelope[Any]) -> bool:
+        """For a ``selective`` actor: whether this event would do anything, given what the actor
+        holds now (the host asks only when nothing of the session is queued or running here,
+        so earlier events have been handled). False: no lane, no task, no call. Synchronous
+        and cheap; never called for work items."""
+        return True
 
     async def on_message(self, env: Envelope[Any]) -> None:
         """Handle one message. Raising is fine: :meth:`on_failure` runs and the actor goes on."""

@@ -52,7 +52,7 @@ class Host:
             cls(ActorBus(self.conn, f"{cls.name}{self._suffix}", self._event, self._local_work)) for cls in actors
         ]
         self.stats: dict[str, int] = dict.fromkeys(
-            ("handled", "failed", "cancelled", "stale", "dropped_overflow", "work_local"), 0
+            ("handled", "failed", "cancelled", "stale", "dropped_overflow", "work_local", "unwanted"), 0
         )
         self.stopped = asyncio.Event()
         self._heartbeat = heartbeat
@@ -177,6 +177,9 @@ class Host:
             self._stop_requested.set()
         control = type(body).__control__
         for actor in self._by_type.get(env.type, ()):
+            if actor.selective and (id(actor), env.session) not in self._lanes and not actor.wants(env):
+                self.stats["unwanted"] += 1
+                continue
             self._deliver(actor, env, control)
 
     def _deliver(self, actor: Actor, env: Envelope[Any], control: bool) -> bool:

@@ -32,10 +32,15 @@ class Stream:
 class Resampler(Actor):
     name = "resampler"
     handles = (TtsAudio, Interrupt, EndSession)
+    selective = True  # see wants()
     interrupt_cancels = False
 
     async def on_start(self) -> None:
         self._streams: dict[str, Stream] = {}
+
+    def wants(self, env: Envelope[Any]) -> bool:
+        """Audio, or the end of a session with a stream open: interrupts of text chats cost nothing."""
+        return isinstance(env.body, TtsAudio) or env.session in self._streams
 
     async def on_message(self, env: Envelope[Any]) -> None:
         session, body = env.session, env.body

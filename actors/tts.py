@@ -121,6 +121,7 @@ class Utterance:
 class TtsWorker(Actor):
     name = "tts"
     handles = (TurnStarted, Sentence, Reply, Interrupt, EndSession)
+    selective = True  # see wants()
     interrupt_cancels = False  # handlers only enqueue; interrupts stop the turn's tasks here
     _scheduler: asyncio.Task[None]
 
@@ -169,6 +170,11 @@ class TtsWorker(Actor):
                         self._loading.pop(voice, None)
             self._engines[voice] = engine
         return engine
+
+    def wants(self, env: Envelope[Any]) -> bool:
+        """A turn to speak, or anything of a session speaking: a text chat's turns cost nothing here."""
+        body = env.body
+        return (isinstance(body, TurnStarted) and body.speak) or env.session in self._utterances
 
     async def on_message(self, env: Envelope[Any]) -> None:
         session, body = env.session, env.body

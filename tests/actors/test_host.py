@@ -345,3 +345,46 @@ async def test_nothing_reaches_an_actor_before_its_on_start_is_done(broker: Endp
     assert all(d.body.note == "ready" for d in done)
     await sender.close()
     await host.stop()
+
+
+class Picky(Actor):
+    """Selective: a Work matters only to a session it opened ('open'), or if it is 'open' or
+    'block' itself; each handled Work is reported."""
+
+    name = "picky"
+    handles = (Work,)
+    selective = True
+    gate: ClassVar[asyncio.Event]
+    opened: ClassVar[set[str]]
+
+    def wants(self, env: Envelope[Any]) -> bool:
+        return env.body.text in ("open", "block") or env.session in self.opened
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        if env.body.text == "open":
+            type(self).opened.add(env.session)
+        if env.body.text == "block":
+            await type(self).gate.wait()
+        await self.bus.publish(Done(env.body.n, self.name), cause=env)
+
+
+async def test_a_selective_actor_gets_no_lane_for_what_it_does_not_want_unless_one_is_busy(
+    broker: Endpoints, sender: Connection, watcher: Collector
+) -> None:
+    Picky.gate, Picky.opened = asyncio.Event(), set()
+    host = Host(broker, [Picky])
+    await host.start()
+    try:
+        for n, text in ((1, ""), (2, "open"), (3, "")):
+            await sender.publish(Work(n, text), session="A")
+        await sender.publish(Work(1, "block"), session="B")
+        await sender.publish(Work(2), session="B")  # unwanted, but its lane is busy: it waits its turn
+        await watcher.expect_n(Done, 2)
+        assert done_ns(watcher, "A") == [2, 3]  # 1 came before the session was opened: never handled
+        assert done_ns(watcher, "B") == [] and host.stats["unwanted"] == 1
+        Picky.gate.set()
+        await watcher.expect_n(Done, 4)
+        assert done_ns(watcher, "B") == [1, 2]  # in order, as if it had wanted it
+        assert host.stats["handled"] == 4 and host.stats["unwanted"] == 1
+    finally:
+        await host.stop()
