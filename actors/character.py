@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from actors.actor import Actor
-from actors.llm import ChatModel, LLMError, OpenAIChat, coalesce
+from actors.llm import ChatModel, LLMError, OpenAIChat, close_stream, coalesce
 from brain.emotion import TagReader, classify
 from brain.prompt import Turn, build_messages
 from brain.sentences import SentenceSplitter
@@ -123,9 +123,7 @@ async def shown(pieces: AsyncIterator[str], tags: TagReader) -> AsyncIterator[st
             if text:
                 yield text
     finally:
-        close = getattr(pieces, "aclose", None)
-        if close is not None:  # the provider's stream ends with us, not at GC
-            await close()
+        await close_stream(pieces)  # the provider's stream ends with us
     text = tags.flush()
     if text:
         yield text

@@ -65,6 +65,14 @@ async def complete(
     return "".join(parts), result
 
 
+async def close_stream(pieces: AsyncIterator[str]) -> None:
+    """Close an async generator of pieces now (its ``finally`` runs here, not at GC); other
+    iterators are left alone."""
+    close = getattr(pieces, "aclose", None)
+    if close is not None:
+        await close()
+
+
 async def coalesce(pieces: AsyncIterator[str]) -> AsyncGenerator[str, None]:
     """``pieces`` as they come, except that pieces which arrived together come as one.
 
@@ -115,9 +123,7 @@ async def coalesce(pieces: AsyncIterator[str]) -> AsyncGenerator[str, None]:
         if reader is not None and not reader.done():
             reader.cancel()
             await asyncio.wait([reader])
-        close = getattr(source, "aclose", None)
-        if close is not None:  # stopped between pieces: the provider's stream ends now, not at GC
-            await close()
+        await close_stream(source)  # stopped between pieces: the provider's stream ends now, not at GC
 
 
 class OpenAIChat:
