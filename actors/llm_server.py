@@ -27,6 +27,7 @@ from actors.llm import LLMError, OpenAIChat
 from brain.prompt import build_messages
 from bus import Envelope
 from config.characters import load_cards
+from config.process import lower_priority
 from config.settings import settings
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -143,11 +144,9 @@ class LocalLLM(Actor):
 
     async def on_start(self) -> None:
         # Real-time audio (speech synthesis, recognition, the edge) goes first; generation
-        # takes the CPU they leave. At niceness 5 it still took ~40% of the cores while the
-        # first words of a reply were being synthesized (bench/voice.py: the first chunk
-        # took 350 ms instead of ~120); it only has to stay ahead of speech, which it does
-        # many times over. Only this process: it hosts nothing but the model.
-        os.nice(NICENESS)
+        # takes the CPU they leave; it only has to stay ahead of speech. Only this process
+        # (and its session's scheduling group, see lower_priority): it hosts nothing but the model.
+        lower_priority(NICENESS)
         port = settings().llm_port
         model = await asyncio.to_thread(prepare_model, settings().data_dir)
         self._server = await asyncio.to_thread(start_server, port, model=model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 
 YOUNG_THRESHOLD = (50_000, 20, 10)
 """The collector's thresholds once a process has settled (Python's are 700, 10, 10)."""
@@ -23,3 +24,26 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*YOUNG_THRESHOLD)
+
+
+def lower_priority(niceness: int) -> bool:
+    """Make this process yield the CPU to everything else on the machine: ``niceness``
+    for it and, when it leads a session of its own, for that session's scheduling group.
+
+    Linux (``CONFIG_SCHED_AUTOGROUP``, on by default in most kernels and on this machine)
+    shares the CPU first between sessions, each one group, and applies niceness only
+    within a group. The supervisor starts every part in a session of its own, so
+    ``os.nice`` alone did nothing against the other parts: the embedded model at niceness
+    19 still took ~0.9 of the 2 cores while 8 sessions' speech waited (bench/voice.py,
+    2026-11-23). A group's own niceness is ``/proc/self/autogroup``; it is set only when
+    the group is this process's alone (started with a new session), so a model started
+    from a shell does not slow the shell's other programs. True when the group was set."""
+    os.nice(niceness)
+    if os.getsid(0) != os.getpid():
+        return False
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(niceness))
+    except OSError:  # no autogroups (another kernel, or switched off): niceness is enough there
+        return False
+    return True

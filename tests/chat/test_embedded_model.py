@@ -47,6 +47,38 @@ def test_the_model_leaves_two_cores_to_speech_and_the_actors_and_never_spins_on_
     assert [model_threads(n) for n in (1, 2, 3, 4, 6, 8, 64)] == [1, 1, 1, 2, 4, 4, 4]
 
 
+PRIORITY_PROBE = """
+import os, sys
+from config.process import lower_priority
+grouped = lower_priority(19)
+group = open("/proc/self/autogroup").read().split()[-1] if os.path.exists("/proc/self/autogroup") else "none"
+print(grouped, os.nice(0), group)
+"""
+
+
+@pytest.mark.parametrize("own_session", [True, False])
+def test_the_model_process_yields_the_cpu_across_scheduling_groups_too(own_session: bool) -> None:
+    """Linux shares the CPU between sessions' groups first, niceness counts only inside one:
+    started in a session of its own (as the supervisor starts it), the model's niceness must be
+    its group's too, or it takes a core from speech whatever its niceness. Started from a
+    shell's session, the shell's other programs keep their group's priority."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", PRIORITY_PROBE], capture_output=True, text=True, check=True,
+        start_new_session=own_session, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    grouped, niceness, group = out.stdout.split()
+    assert niceness == "19"
+    with open("/proc/self/autogroup") as f:  # this machine's kernel has autogroups (and CI's)
+        ours = f.read().split()[-1]
+    if own_session:
+        assert (grouped, group) == ("True", "19")
+    else:
+        assert (grouped, group) == ("False", ours)
+
+
 def test_the_served_model_is_the_shipped_one_requantized_to_q8_0(served_model: Path) -> None:
     assert served_model.name == SERVED_FILE and served_model.parent.name == "models"
     shipped, served = gguf.GGUFReader(model_path()), gguf.GGUFReader(served_model)

@@ -791,3 +791,60 @@ async def test_an_early_transcript_waits_for_a_longer_pause_while_others_fill_th
         assert len(recognizer.seconds) == 1
     finally:
         worker._pool.shutdown(wait=True)
+
+
+def test_a_long_piece_runs_past_the_phoneme_budget_only_while_memory_has_room_for_it() -> None:
+    """One long generation at a time leaves a core idle while 8 sessions wait for speech; a
+    second may start past the budget (up to ``extra``) when the process has room for its
+    working memory, and waits for the first when it has not."""
+    from actors.speech import MB_PER_PHONEME, PhonemeBudget
+
+    room = [1000.0]
+    budget = PhonemeBudget(60, extra=60, room_mb=lambda: room[0])
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+    order: list[str] = []
+
+    def run(name: str, phonemes: int) -> None:
+        with budget.spend(phonemes):
+            order.append(name)
+            entered.release()
+            release.wait(5)
+
+    first, second, third = (threading.Thread(target=run, args=(n, 60)) for n in ("first", "second", "third"))
+    first.start()
+    assert entered.acquire(timeout=5)
+    second.start()
+    assert entered.acquire(timeout=5)  # room for it: side by side, past the budget
+    assert budget.free == -60
+    third.start()
+    assert not entered.acquire(timeout=0.2)  # room, but past the extra too: it waits
+    release.set()
+    assert entered.acquire(timeout=5)
+    for t in (first, second, third):
+        t.join(5)
+    assert order == ["first", "second", "third"] and budget.free == 60
+
+    # Without room for a long piece's working memory it waits for the budget, as before.
+    room[0] = 59 * MB_PER_PHONEME
+    release.clear()
+    first, second = (threading.Thread(target=run, args=(n, 60)) for n in ("first", "second"))
+    first.start()
+    assert entered.acquire(timeout=5)
+    second.start()
+    assert not entered.acquire(timeout=0.2)
+    assert budget.free == 0
+    release.set()
+    assert entered.acquire(timeout=5)
+    for t in (first, second):
+        t.join(5)
+    assert budget.free == 60
+
+
+def test_the_process_rss_is_read_for_the_budget() -> None:
+    from actors.speech import rss_mb
+
+    before = rss_mb()
+    block = np.ones(64 << 20, dtype=np.uint8)  # 64 MB, touched
+    assert rss_mb() - before > 50
+    del block
