@@ -17,13 +17,12 @@ import ctypes
 import ctypes.util
 import importlib.util
 import json
-import math
 import os
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -556,7 +555,7 @@ class PiperSynthesizer:
         self._speaker = "sid" in {i.name for i in self._session.get_inputs()}
         self._run = ort.RunOptions()
         self._run.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        self._budget = PhonemeBudget(MAX_PHONEMES, extra=MAX_PHONEMES)
+        self._budget = PhonemeBudget(MAX_PHONEMES)
         self.synthesize("Hello.")  # the first run builds onnxruntime's kernels: not on a user's time
 
     def phoneme_ids(self, phonemes: list[str]) -> list[int]:
@@ -600,37 +599,21 @@ CLAUSE_ENDS = frozenset(",;:")
 
 class PhonemeBudget:
     """How many phonemes a voice's generations may hold at once, together: its working memory
-    grows with its input (``MAX_PHONEMES``, ~1 MB a phoneme). Short pieces (a reply's first
-    words) still run side by side; a long one waits for the others and holds the rest back
-    while it runs. Ten sessions speaking at once peaked ~60 MB lower, as with one generation
-    at a time, without making every first piece wait for another's (bench/voice.py).
+    grows with its input (``MAX_PHONEMES``). Short pieces (a reply's first words) still run
+    side by side; a long one waits for the others and holds the rest back while it runs.
+    Ten sessions speaking at once peaked ~60 MB lower, as with one generation at a time,
+    without making every first piece wait for another's (bench/voice.py)."""
 
-    But one generation at a time is ~7 s of speech a second here, and 8 sessions speaking
-    need 8. So a piece may also run past the budget, by up to ``extra`` phonemes, while the
-    process has room for it: ``room_mb()`` (default: :data:`SPEECH_RSS_CEILING_MB` less the
-    process's RSS now, which holds what the running generations took so far) at least
-    ``MB_PER_PHONEME`` a phoneme. Memory stays bounded by the ceiling; the CPU is used when
-    memory allows. Measured (bench/voice.py, 8 sessions at once, 2026-11-23): with two long
-    generations at once whatever the memory, 7, 8, 8 and 8 of 8 kept up (peak 463 and 492 MB
-    for all actors), against 7, 5, 3 and 0 of 8 with one."""
-
-    def __init__(self, total: int, extra: int = 0, room_mb: Callable[[], float] | None = None) -> None:
+    def __init__(self, total: int) -> None:
         self.total = total
         self.free = total
-        self.extra = extra
-        self._room_mb = room_mb or (lambda: SPEECH_RSS_CEILING_MB - rss_mb())
         self._changed = threading.Condition()
-
-    def _fits(self, need: int) -> bool:
-        if self.free >= need:
-            return True
-        return self.free - need >= -self.extra and self._room_mb() >= need * MB_PER_PHONEME
 
     @contextlib.contextmanager
     def spend(self, phonemes: int) -> Iterator[None]:
         need = max(1, min(phonemes, self.total))  # a piece longer than all of it waits for all of it
         with self._changed:
-            self._changed.wait_for(lambda: self._fits(need))
+            self._changed.wait_for(lambda: self.free >= need)
             self.free -= need
         try:
             yield
@@ -638,25 +621,6 @@ class PhonemeBudget:
             with self._changed:
                 self.free += need
                 self._changed.notify_all()
-
-
-MB_PER_PHONEME = 1.0
-"""The Piper model's working memory for a phoneme of its input, MB (~60 MB for 60)."""
-SPEECH_RSS_CEILING_MB = 430.0
-"""A generation past the phoneme budget starts only if the process's RSS stays below this with
-it. The voice benchmark's memory target is 500 MB for all actors: the edge takes ~55 of it."""
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def rss_mb() -> float:
-    """This process's resident set now, MB (Linux; where it cannot be read, infinite: no room)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE / 2**20
-    except (OSError, ValueError, IndexError):
-        return math.inf
 
 
 def split_phonemes(phonemes: list[str], most: int = MAX_PHONEMES) -> list[list[str]]:
