@@ -20,6 +20,9 @@ is faster (a 4-word piece in ~100 ms instead of ~160), but in the running system
 the reply's text is streamed through several processes while its first words are spoken, it
 stalls at its barriers whenever another process takes a core: first pieces took 341 and 385
 ms (median of 14) against 239 and 232 on one core (bench/voice.py with its log, 2026-11-22).
+With the model truly yielding the CPU (2026-11-23), two cores made a lone reply's first audio
+~100 ms sooner (p50 461 against 558 ms) but kept 6 and 5 of 8 sessions speaking at once
+up, against 8 and 7 on one.
 Cloud voices (DashScope) wait on the network, not the CPU: they run in threads of their own
 and never wait for a local generation.
 """
