@@ -55,16 +55,19 @@ LEAD = 0.3
 AHEAD = 2.5
 """Seconds of speech synthesized ahead of the listener before the next sentence waits."""
 START_PER_OTHER = 0.5
-START_SHARED = 1.5
+START_SHARED = 2.0
 """While other sessions' replies are being synthesized too, a turn starts playing once
 ``START_PER_OTHER`` seconds of it per other such session, up to ``START_SHARED``, are ready
 (or it is all ready, or the hold has passed): its short first piece alone would run out
 before its next sentence, slower to come the more sessions share the CPU, is ready. With one
 other session 0.5 s is enough (bench/voice.py: 2 of 2 kept up in 5 runs of 6, 1 of 2 in the
 other, first audio after 1.0-1.7 s instead of 2.2 s); with two, 1.0 s (3 of 3); with three,
-1.5 s (4 of 4 in the last full run; 0 of 4 with 0.5 s)."""
+1.5 s (4 of 4 in the last full run; 0 of 4 with 0.5 s); with four and more, 2.0 s: one long
+generation at a time makes ~7 s of speech a second here, and eight listeners take 8, so each
+needs more in hand before it starts (8 at once, 2026-11-23, with ``HOLD`` 1.6: 8, 7, 8 and 8
+of 8 kept up, first audio ~0.4 s later; with 1.5 s and a 1.0 s hold: 4, 5, 6 and 3 of 8)."""
 HOLD_PER_OTHER = 0.35
-HOLD = 1.0
+HOLD = 1.6
 """The longest a first piece is held: ``HOLD_PER_OTHER`` seconds per other session, up to this."""
 DEFAULT_VOICE = "en_US-joe-medium"
 CLOUD_THREADS = 8
