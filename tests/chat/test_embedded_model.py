@@ -48,7 +48,7 @@ def test_the_model_leaves_two_cores_to_speech_and_the_actors_and_never_spins_on_
 
 
 PRIORITY_PROBE = """
-import os, sys
+import os
 from config.process import lower_priority
 grouped = lower_priority(19)
 group = open("/proc/self/autogroup").read().split()[-1] if os.path.exists("/proc/self/autogroup") else "none"
@@ -62,6 +62,7 @@ def test_the_model_process_yields_the_cpu_across_scheduling_groups_too(own_sessi
     started in a session of its own (as the supervisor starts it), the model's niceness must be
     its group's too, or it takes a core from speech whatever its niceness. Started from a
     shell's session, the shell's other programs keep their group's priority."""
+    import os
     import subprocess
     import sys
 
@@ -71,7 +72,10 @@ def test_the_model_process_yields_the_cpu_across_scheduling_groups_too(own_sessi
     )  # fmt: skip
     grouped, niceness, group = out.stdout.split()
     assert niceness == "19"
-    with open("/proc/self/autogroup") as f:  # this machine's kernel has autogroups (and CI's)
+    if not os.path.exists("/proc/self/autogroup"):  # a kernel without autogroups: niceness is all
+        assert (grouped, group) == ("False", "none")
+        return
+    with open("/proc/self/autogroup") as f:
         ours = f.read().split()[-1]
     if own_session:
         assert (grouped, group) == ("True", "19")
