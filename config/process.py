@@ -37,13 +37,32 @@ def lower_priority(niceness: int) -> bool:
     19 still took ~0.9 of the 2 cores while 8 sessions' speech waited (bench/voice.py,
     2026-11-23). A group's own niceness is ``/proc/self/autogroup``; it is set only when
     the group is this process's alone (started with a new session), so a model started
-    from a shell does not slow the shell's other programs. True when the group was set."""
+    from a shell does not slow the shell's other programs. True when the kernel now shows the
+    group at ``niceness``."""
     os.nice(niceness)
     if os.getsid(0) != os.getpid():
         return False
     try:
-        with open("/proc/self/autogroup", "w") as f:
+        with open(AUTOGROUP, "w") as f:
             f.write(str(niceness))
     except OSError:  # no autogroups (another kernel, or switched off): niceness is enough there
         return False
-    return True
+    return group_niceness() == niceness
+
+
+AUTOGROUP = "/proc/self/autogroup"
+
+
+def group_niceness(path: str = AUTOGROUP) -> int | None:
+    """This process's scheduling group's niceness (``/autogroup-7423 nice 0``), or None where
+    the kernel shows no group: no autogroups, or a task in the kernel's default group, as in
+    a container whose processes never started a session (its file reads empty)."""
+    try:
+        with open(path) as f:
+            fields = f.read().split()
+    except OSError:
+        return None
+    try:
+        return int(fields[-1]) if fields else None
+    except ValueError:
+        return None

@@ -14,6 +14,7 @@ import pytest
 
 from actors.llm_server import SERVED_FILE, model_path, model_threads, prepare_model, start_server, warm
 from config.characters import load_cards
+from config.process import group_niceness
 from tests.chat.conftest import ChatSystem
 from tests.conftest import free_tcp_base
 
@@ -49,10 +50,9 @@ def test_the_model_leaves_two_cores_to_speech_and_the_actors_and_never_spins_on_
 
 PRIORITY_PROBE = """
 import os
-from config.process import lower_priority
+from config.process import group_niceness, lower_priority
 grouped = lower_priority(19)
-group = open("/proc/self/autogroup").read().split()[-1] if os.path.exists("/proc/self/autogroup") else "none"
-print(grouped, os.nice(0), group)
+print(grouped, os.nice(0), group_niceness())
 """
 
 
@@ -62,7 +62,6 @@ def test_the_model_process_yields_the_cpu_across_scheduling_groups_too(own_sessi
     started in a session of its own (as the supervisor starts it), the model's niceness must be
     its group's too, or it takes a core from speech whatever its niceness. Started from a
     shell's session, the shell's other programs keep their group's priority."""
-    import os
     import subprocess
     import sys
 
@@ -70,17 +69,28 @@ def test_the_model_process_yields_the_cpu_across_scheduling_groups_too(own_sessi
         [sys.executable, "-c", PRIORITY_PROBE], capture_output=True, text=True, check=True,
         start_new_session=own_session, cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
-    grouped, niceness, group = out.stdout.split()
+    grouped, niceness, group = out.stdout.split()[-3:]
     assert niceness == "19"
-    if not os.path.exists("/proc/self/autogroup"):  # a kernel without autogroups: niceness is all
-        assert (grouped, group) == ("False", "none")
-        return
-    with open("/proc/self/autogroup") as f:
-        ours = f.read().split()[-1]
-    if own_session:
+    if not own_session:  # the caller's group is left as it was
+        assert (grouped, group) == ("False", str(group_niceness()))
+    elif group != "None":  # a group of its own, shown by the kernel: niced with the process
         assert (grouped, group) == ("True", "19")
-    else:
-        assert (grouped, group) == ("False", ours)
+    else:  # no autogroups here (or the kernel shows none): niceness is all there is
+        assert grouped == "False"
+
+
+@pytest.mark.parametrize(
+    ("text", "niceness"),
+    [("/autogroup-7423 nice 0\n", 0), ("/autogroup-12 nice 19\n", 19), ("", None), (None, None)],
+)
+def test_a_scheduling_group_the_kernel_does_not_show_reads_as_none(
+    tmp_path: Path, text: str | None, niceness: int | None
+) -> None:
+    # "" is what a container's processes read when they sit in the kernel's default group
+    path = tmp_path / "autogroup"
+    if text is not None:
+        path.write_text(text)
+    assert group_niceness(str(path)) == niceness
 
 
 def test_the_served_model_is_the_shipped_one_requantized_to_q8_0(served_model: Path) -> None:
