@@ -23,7 +23,7 @@ the embedded SmolLM2 model, the edge). Questions are spoken by the Piper voice, 
   each question, Piper on a 4-word first piece, one core each) and a fixed Python loop.
   This VM's speed drifts by up to ~2x over hours; these put a run's figures in context.
 
-Usage: python bench/voice.py [--turns 12] [--sessions 1 2 4 8 10] [--listen 6] [--log FILE]
+Usage: python bench/voice.py [--turns 24] [--sessions 1 2 4 8 10] [--listen 6] [--log FILE]
 Writes bench/results/voice.json.
 """
 
@@ -61,7 +61,13 @@ QUESTIONS = [
     "How do airplanes fly?", "What is your favorite color?", "Can you explain gravity?",
     "What should I cook tonight?", "How far away is the moon?", "What makes rain fall?",
     "Who built the first computer?", "How do magnets work?", "What is a black hole?",
+    "Why do cats purr?", "How do bees make honey?", "What is the tallest mountain?",
+    "Why do leaves change color?", "How does a rainbow form?", "What do whales eat?",
+    "How old is the sun?", "Why is the ocean salty?", "How do birds find their way?",
+    "What is the speed of light?", "Why do we dream?", "How do volcanoes erupt?",
 ]  # fmt: skip
+"""Distinct, so no turn's prompt is one the model's cache still holds whole (``--turns`` up to
+their number; beyond it questions repeat)."""
 HOPS = ("vad_end", "stt_final", "llm_first_token", "first_sentence", "tts_first_chunk", "first_frame_out")
 BUFFER = 0.3
 SETTLE = 3.0
@@ -296,7 +302,7 @@ def machine_now(turns: int) -> dict[str, Any]:
     whisper = WhisperRecognizer(threads=1, workers=1)
     piper = make_piper(settings().tts_engine, Path(tempfile.mkdtemp(prefix="grv-voice-")), "en_US-joe-medium")
     heard, said = [], []
-    for i in range(max(turns, 6)):
+    for i in range(min(max(turns, 6), 12)):
         pcm = voiced(speech(QUESTIONS[i % len(QUESTIONS)], STT_RATE), STT_RATE)
         question = np.asarray(pcm / 32768, dtype=np.float32)
         t = time.perf_counter()
@@ -311,7 +317,7 @@ def machine_now(turns: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--turns", type=int, default=12)
+    parser.add_argument("--turns", type=int, default=24)
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8, 10])
     parser.add_argument("--listen", type=float, default=6.0)
     parser.add_argument("--log", type=Path, help="write the system's debug log (JSON lines) here")
