@@ -22,7 +22,9 @@ stalls at its barriers whenever another process takes a core: first pieces took 
 ms (median of 14) against 239 and 232 on one core (bench/voice.py with its log, 2026-11-22).
 With the model truly yielding the CPU (2026-11-23), two cores made a lone reply's first audio
 ~100 ms sooner (p50 461 against 558 ms) but kept 6 and 5 of 8 sessions speaking at once
-up, against 8 and 7 on one.
+up, against 8 and 7 on one. Two cores with their threads sleeping rather than spinning at the
+barriers (``session.intra_op.allow_spinning`` 0), three back-to-back pairs later that day:
+p50 584, 526 and 550 ms against 583, 612 and 530, and 43 of 48 sessions kept up against 46.
 Cloud voices (DashScope) wait on the network, not the CPU: they run in threads of their own
 and never wait for a local generation.
 """
