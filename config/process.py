@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 
 YOUNG_THRESHOLD = (50_000, 20, 10)
 """The collector's thresholds once a process has settled (Python's are 700, 10, 10)."""
@@ -26,6 +27,9 @@ def settle_heap() -> None:
     gc.set_threshold(*YOUNG_THRESHOLD)
 
 
+AUTOGROUP = "/proc/self/autogroup"
+
+
 def lower_priority(niceness: int) -> bool:
     """Make this process yield the CPU to everything else on the machine: ``niceness``
     for it and, when it leads a session of its own, for that session's scheduling group.
@@ -42,15 +46,16 @@ def lower_priority(niceness: int) -> bool:
     os.nice(niceness)
     if os.getsid(0) != os.getpid():
         return False
-    try:
-        with open(AUTOGROUP, "w") as f:
-            f.write(str(niceness))
-    except OSError:  # no autogroups (another kernel, or switched off): niceness is enough there
-        return False
-    return group_niceness() == niceness
-
-
-AUTOGROUP = "/proc/self/autogroup"
+    for _ in range(3):
+        try:
+            with open(AUTOGROUP, "w") as f:
+                f.write(str(niceness))
+            break
+        except BlockingIOError:  # the kernel takes one such change in 0.1 s from a process without CAP_SYS_ADMIN
+            time.sleep(0.1)
+        except OSError:  # no autogroups (another kernel, or switched off): niceness is enough there
+            return False
+    return group_niceness(AUTOGROUP) == niceness
 
 
 def group_niceness(path: str = AUTOGROUP) -> int | None:
@@ -60,9 +65,6 @@ def group_niceness(path: str = AUTOGROUP) -> int | None:
     try:
         with open(path) as f:
             fields = f.read().split()
-    except OSError:
-        return None
-    try:
         return int(fields[-1]) if fields else None
-    except ValueError:
+    except (OSError, ValueError):
         return None
