@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from actors.db.pg import Database  # noqa: E402
 from bench.common import free_port, pct, python_loop_ms, wait_healthy  # noqa: E402
+from config.process import settle_heap  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 HOPS = ("client_to_edge", "edge_to_persisted", "routed", "agent_to_first_delta", "first_delta_to_client")
@@ -227,6 +228,10 @@ async def measure(url: str, data_dir: Path, n: int, rate: float, seconds: float)
             await c.ping()
             await c.turn("warm up")
             c.turns.clear()
+        # The client's own objects out of the collector's sight, as the system's processes do:
+        # older-generation collections of this process's heap stalled its loop for 17-32 ms in
+        # the paced window (at 100 sessions, 2026-11-23), timing whatever was in flight.
+        settle_heap()
 
         # Interleaved in one paced window, so machine noise hits both measurements alike.
         async def either(c: Client) -> tuple[str, Any]:
