@@ -20,7 +20,7 @@ the embedded SmolLM2 model, the edge). Questions are spoken by the Piper voice, 
   once it is up, at the peak of the concurrency runs (sampled every 0.25 s), and settled
   after them.
 - the machine now: before the system starts, the models alone in this process (Whisper on
-  each question, Piper on a 4-word first piece, one core each) and a fixed Python loop.
+  each question, Piper on a 3-word first piece, one core each) and a fixed Python loop.
   This VM's speed drifts by up to ~2x over hours; these put a run's figures in context.
 
 Usage: python bench/voice.py [--turns 24] [--sessions 1 2 4 8 10] [--listen 6] [--log FILE]
@@ -289,8 +289,9 @@ async def run(url: str, endpoints: Endpoints, args: argparse.Namespace, peak: Pe
     return {"latency": lat, "concurrency": conc}
 
 
-FIRST_PIECES = ["The capital of France", "The sky looks blue", "Why did the robot", "Airplanes fly because their",
-                "My favorite color is", "Gravity is a force"]  # fmt: skip
+FIRST_PIECES = ["The capital of", "The sky looks", "Why did the", "Airplanes fly because", "My favorite color",
+                "Gravity is a"]  # fmt: skip
+"""Pieces as long as a reply's first (``SentenceSplitter.FIRST_WORDS``: 3 words; 4 until 2026-11-23)."""
 
 
 def machine_now(turns: int) -> dict[str, Any]:
