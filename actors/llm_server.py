@@ -132,7 +132,10 @@ def model_threads(cpus: int) -> int:
     2 in a slower moment. Two threads for several slots' tokens (llama.cpp's batch threads) and one
     for a single slot's: 3 and 3 of 8. The price: a lone question's prompt is read by one
     thread, so its first token comes ~15-45 ms later (~75-110 ms after the transcript against
-    ~60-75); an audible gap in 8 voices weighs more than that."""
+    ~60-75); an audible gap in 8 voices weighs more than that. Measured again once the model
+    yielded the CPU to speech (its scheduling group at niceness 19, 2026-11-23): two threads
+    still stalled under load, 8 at once kept up in 2, 4, 2, 5, 6 and 7 of 8 against 8, 8, 8,
+    8, 8 and 7 (three back-to-back pairs), for a first token ~25-55 ms sooner alone."""
     return max(1, min(4, cpus - 2))
 
 
