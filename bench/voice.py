@@ -11,7 +11,9 @@ the embedded SmolLM2 model, the edge). Questions are spoken by the Piper voice, 
   first frame out.
 - concurrency: N sessions ask at once; a session keeps up when, played from its first
   frame with a 300 ms jitter buffer, its audio never runs dry over the first
-  ``--listen`` seconds. The largest N where every session keeps up is reported.
+  ``--listen`` seconds. The largest N where every session keeps up is reported, and for
+  each N the closest margin: how far ahead of need the latest-coming audio of any session
+  still came (negative: by how much it came too late).
 - end of speech: the end of the question's last word (the silence Piper leaves after a
   sentence, up to ~0.2 s, is cut: until 2026-11-22 it was counted as speech, which made
   every figure look up to that much better).
@@ -33,6 +35,7 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import platform
 import signal
@@ -138,17 +141,24 @@ class VoiceClient:
         return speech_end
 
     def kept_up(self, listen: float) -> bool:
+        margin = self.margin(listen)
+        return margin is not None and margin >= 0
+
+    def margin(self, listen: float) -> float | None:
+        """Seconds by which the audio came in time at its closest call over the first
+        ``listen`` seconds, played from the first frame with the jitter buffer (negative: it
+        ran dry); None when too little came."""
         if not self.audio:
-            return False
+            return None
         play_start = self.audio[0][0] + BUFFER
         queued = 0.0
+        worst = math.inf
         for arrival, seconds in self.audio:
             if queued >= listen:
                 break
-            if arrival > play_start + queued + 0.05:
-                return False
+            worst = min(worst, play_start + queued + 0.05 - arrival)
             queued += seconds
-        return queued >= min(listen, 1.0)
+        return worst if queued >= min(listen, 1.0) else None
 
     async def close(self) -> None:
         await self.ws.send_str(json.dumps({"action": "end_session"}))
@@ -205,12 +215,15 @@ async def concurrency(
         ):
             await at(asyncio.get_running_loop().time() + 0.2)
         kept = sum(c.kept_up(listen) for c in clients)
+        margins = [m for c in clients if (m := c.margin(listen)) is not None]
+        closest = min(margins) * 1000 if margins else float("nan")
         v2v = [(c.audio[0][0] - e) * 1000 for c, e in zip(clients, ends, strict=True) if c.audio]
         hops = {h: pct([(tap.first.get(c.session, {}).get(h, float("nan")) - e) * 1000
                         for c, e in zip(clients, ends, strict=True)], 50) for h in HOPS[:-1]}  # fmt: skip
         out.append({"sessions": n, "kept_up": kept, "voice_to_voice_p50_ms": pct(v2v, 50), "max_ms": max(v2v or [0]),
-                    "hops_ms_p50": hops})  # fmt: skip
-        print(f"  {n} speaking at once: {kept}/{n} kept up, voice-to-voice p50 {pct(v2v, 50):.0f} ms;",
+                    "closest_margin_ms": closest, "hops_ms_p50": hops})  # fmt: skip
+        print(f"  {n} speaking at once: {kept}/{n} kept up (closest margin {closest:.0f} ms),",
+              f"voice-to-voice p50 {pct(v2v, 50):.0f} ms;",
               "  ".join(f"{h} {v:.0f}" for h, v in hops.items()))  # fmt: skip
         for c in clients:
             await c.close()
