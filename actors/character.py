@@ -37,6 +37,8 @@ class CharacterAgent(Actor):
         self.model = OpenAIChat(base_url, cfg.llm_api_key, cfg.llm_model, cfg.llm_timeout)
         self.cards = load_cards()
         self.emotion_tags = cfg.asks_emotion_tags
+        self.writing = 0
+        """Replies being written now: with others, a reply's first spoken piece is longer."""
 
     async def on_stop(self) -> None:
         if isinstance(self.model, OpenAIChat):
@@ -51,9 +53,14 @@ class CharacterAgent(Actor):
             await self.bus.publish(ChatError("unknown_character", f"no character {body.character!r}"), cause=env)
             await self.bus.publish(Reply("", error="unknown_character"), cause=env)
             return
-        await self._speak(env, card, body)
+        shared = self.writing > 0
+        self.writing += 1
+        try:
+            await self._speak(env, card, body, shared=shared)
+        finally:
+            self.writing -= 1
 
-    async def _speak(self, env: Envelope[Any], card: Card, body: Generate) -> None:
+    async def _speak(self, env: Envelope[Any], card: Card, body: Generate, *, shared: bool) -> None:
         history = [Turn(h.get("speaker", "user"), str(h.get("text", ""))) for h in body.history]
         messages = build_messages(
             card.persona, card.emotions, history, body.text, budget=HISTORY_BUDGET_TOKENS, extra_context=body.context,
@@ -63,7 +70,8 @@ class CharacterAgent(Actor):
         if isinstance(self.model, OpenAIChat):
             provider = f"{card.llm.model or self.model.model}@{self.model.host}"
         tags = TagReader(card.emotions)
-        sentences = SentenceSplitter()
+        first = SentenceSplitter.SHARED_FIRST_WORDS if shared else SentenceSplitter.FIRST_WORDS
+        sentences = SentenceSplitter(first_words=first)
         said: list[str] = []
         emotion_sent = False
         n_delta = n_sentence = 0

@@ -15,7 +15,8 @@ _ABBREV = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "etc.", "n
 class SentenceSplitter:
     """``fast_start``: the reply's first clause comes out on its own, so speech can start
     before the first sentence is complete: up to a comma (2+ words), or its first
-    ``FIRST_WORDS`` words when the sentence runs on without one. Three, not four: Piper
+    ``first_words`` words when the sentence runs on without one: ``FIRST_WORDS`` for a reply
+    written alone, ``SHARED_FIRST_WORDS`` beside others. Three, not four, alone: Piper
     says three words in ~100 ms against ~130 (1.1 s of speech against 1.3, time enough for
     the next piece), and the model writes them a word sooner; in bench/voice.py, back to
     back, voice-to-voice p50 466 and 476 ms against 572 and 532, 8 at once kept up in 8, 8, 8
@@ -28,14 +29,26 @@ class SentenceSplitter:
     of speech), and the first words of a long sentence need not wait for its end."""
 
     FIRST_WORDS = 3
+    SHARED_FIRST_WORDS = 4
+    """The first piece's words while other replies are being written: with the CPU shared, a
+    3-word start ran dry more often (8 at once in a slow hour, back to back: 6, 6 and 7 of 8
+    kept up, closest margins -0.5, -1.2 and -0.3 s, against 8, 8 and 7, +0.35, +0.35 and
+    -0.1 s with 4 words)."""
     MAX_WORDS = 12
     MIN_PIECE = 3
 
-    def __init__(self, min_chars: int = 2, fast_start: bool = True, max_words: int | None = MAX_WORDS) -> None:
+    def __init__(
+        self,
+        min_chars: int = 2,
+        fast_start: bool = True,
+        max_words: int | None = MAX_WORDS,
+        first_words: int = FIRST_WORDS,
+    ) -> None:
         self._buf = ""
         self._min = min_chars
         self._fast = fast_start
         self._max = max_words
+        self._first = first_words
 
     def feed(self, delta: str) -> list[str]:
         """Complete sentences now available (stripped), in order."""
@@ -54,8 +67,8 @@ class SentenceSplitter:
                     break
             if self._fast and end is None:
                 words = self._buf.split()
-                if len(words) > self.FIRST_WORDS:  # the last of them is complete: a space followed it
-                    cut = _nth_word_end(self._buf, self.FIRST_WORDS)
+                if len(words) > self._first:  # the last of them is complete: a space followed it
+                    cut = _nth_word_end(self._buf, self._first)
                     out.append(self._buf[:cut].strip())
                     start = cut
                     self._fast = False

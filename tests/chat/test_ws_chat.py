@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import pytest
 
 from brain.emotion import EMOTION_INSTRUCTIONS
+from bus.tap import Tap, TapFilter
 from tests.chat.conftest import ChatSystem
 from tests.fakes.openai_server import Behaviour
 
@@ -159,3 +162,45 @@ async def test_several_tabs_watch_the_same_session(chat: ChatSystem) -> None:
     assert not any(f.get("speaker") == "user" for f in one.frames if f["type"] == "transcript")  # no echo to sender
     await one.close()
     await two.close()
+
+
+async def test_a_reply_written_beside_another_starts_its_speech_with_a_longer_piece(chat: ChatSystem) -> None:
+    """Alone, the first piece for the voice is 3 words (speech starts sooner); while another
+    reply is being written, 4 (the CPU is shared: the listener needs more in hand)."""
+    story = "Once upon a time there was a very small robot who liked tea. The end."
+    chat.llm.script.extend([Behaviour(text=story, delay=0.03)] * 3)
+    pieces: dict[str, list[str]] = {}
+    came = asyncio.Event()
+
+    def sink(report: dict[str, Any]) -> None:
+        if "header" in report:
+            pieces.setdefault(report["header"]["session"], []).append(report["body"]["text"])
+            came.set()
+
+    async def until(enough: Callable[[], bool]) -> None:
+        async with asyncio.timeout(5):
+            while not enough():
+                came.clear()
+                await came.wait()
+
+    tap = Tap(chat.endpoints, sink, TapFilter(("chat.sentence",)))
+    await tap.start()
+    try:
+        first, second = await chat.ws("ada"), await chat.ws("ada")
+        alone, beside = (await first.start())["session_id"], (await second.start())["session_id"]
+        await first.say("Tell me a story.")
+        await first.expect("text")  # its reply is being written
+        await second.say("Tell me another one.")
+        assert (await first.reply())["text"] == (await second.reply())["text"] == story
+        await until(lambda: len(pieces.get(alone, [])) >= 3 and len(pieces.get(beside, [])) >= 3)
+        assert pieces[alone] == ["Once upon a", "time there was a very small robot who liked tea.", "The end."]
+        assert pieces[beside] == ["Once upon a time", "there was a very small robot who liked tea.", "The end."]
+        # the next reply, written alone again, starts short again
+        await second.say("Again?")
+        await second.reply()
+        await until(lambda: len(pieces[beside]) >= 6)
+        assert pieces[beside][3] == "Once upon a"
+        await first.close()
+        await second.close()
+    finally:
+        await tap.close()
