@@ -140,14 +140,10 @@ class VoiceClient:
             await at(start + (i + 1) * 0.02)
         return speech_end
 
-    def kept_up(self, listen: float) -> bool:
-        margin = self.margin(listen)
-        return margin is not None and margin >= 0
-
     def margin(self, listen: float) -> float | None:
         """Seconds by which the audio came in time at its closest call over the first
         ``listen`` seconds, played from the first frame with the jitter buffer (negative: it
-        ran dry); None when too little came."""
+        ran dry); None when too little came. The session kept up when it is not negative."""
         if not self.audio:
             return None
         play_start = self.audio[0][0] + BUFFER
@@ -214,8 +210,8 @@ async def concurrency(
             c.audio and c.audio[-1][0] - c.audio[0][0] >= listen - BUFFER for c in clients
         ):
             await at(asyncio.get_running_loop().time() + 0.2)
-        kept = sum(c.kept_up(listen) for c in clients)
         margins = [m for c in clients if (m := c.margin(listen)) is not None]
+        kept = sum(m >= 0 for m in margins)
         closest = min(margins) * 1000 if margins else float("nan")
         v2v = [(c.audio[0][0] - e) * 1000 for c, e in zip(clients, ends, strict=True) if c.audio]
         hops = {h: pct([(tap.first.get(c.session, {}).get(h, float("nan")) - e) * 1000
