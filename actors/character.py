@@ -20,6 +20,7 @@ from brain.sentences import SentenceSplitter
 from bus import Envelope
 from bus.chat import ChatError, Delta, Emotion, Generate, Reply, Sentence, Status
 from config.characters import Card, load_cards
+from config.process import give_way
 from config.settings import settings
 
 HISTORY_BUDGET_TOKENS = 1200
@@ -82,6 +83,8 @@ class CharacterAgent(Actor):
                 return
             said.append(text)
             await self.bus.publish(Delta(text, n_delta), cause=env)  # the first words go out first
+            if n_delta == 0:
+                give_way()  # to the threads carrying them to the browser, before the rest is read
             if not emotion_sent and tags.emotion:
                 emotion_sent = True
                 await self.bus.publish(Emotion(tags.emotion), cause=env)
