@@ -71,7 +71,7 @@ async def hops_from_telemetry(data_dir: Path, turns: list[tuple[str, int, float,
     url = await db.locate(None, data_dir)
     conn = await asyncpg.connect(url)
     try:
-        for _ in range(50):  # the sink writes every 0.1 s: wait until the last turn's delta is there
+        for _ in range(50):  # the sink writes every 0.25 s: wait until the last turn's delta is there
             rows = await conn.fetch(
                 "SELECT type, header FROM telemetry_events"
                 " WHERE type = ANY($1::text[]) AND session_id = ANY($2::text[])",
