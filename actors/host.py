@@ -20,6 +20,7 @@ import structlog
 from actors.actor import Actor, ActorBus
 from actors.lanes import Lane
 from bus import Connection, Endpoints, Envelope, type_prefix
+from bus.envelope import Header
 from bus.system import Heartbeat, Interrupt, Ready, Shutdown, Stopped
 from config.process import settle_heap
 
@@ -106,7 +107,7 @@ class Host:
         # once every actor is ready, so no work reaches an actor still starting (or waits on it:
         # until then, other replicas take it).
         self._early = []
-        await self.conn.start(self._route, subscribe=sorted(topics), timeout=timeout)
+        await self.conn.start(self._route, subscribe=sorted(topics), skip=self._delivered, timeout=timeout)
         for actor in self.actors:
             await actor.on_start()
         early, self._early = self._early, None
@@ -165,6 +166,15 @@ class Host:
         if src.endswith(self._suffix) and src != self.conn.src:
             return  # one of our actors published it: delivered locally when it did
         self._event(env)
+
+    def _delivered(self, header: Header) -> bool:
+        """Whether an event reached this host's actors without the bus: the broker's copy of a
+        work item (seq 0; its worker got the item itself), or an event one of them published
+        (delivered locally when it was). Its body is then never decoded: a chat turn's own
+        events (the turn with its history, the model request, sentences, the reply) came
+        back to this process only to be dropped, while the turn's model request was in flight."""
+        src = header.src
+        return header.seq == 0 or (src.endswith(self._suffix) and src != self.conn.src)
 
     def _event(self, env: Envelope[Any]) -> None:
         if self._stopping:

@@ -98,6 +98,11 @@ _MISSING = object()
 def decode(frames: Frames, registry: Registry = REGISTRY) -> Envelope[Any]:
     """Frames -> typed envelope. Raises DecodeError (or UnknownTypeError) with a reason."""
     header, _ = decode_header(frames)
+    return decode_body(header, frames, registry)
+
+
+def decode_body(header: Header, frames: Frames, registry: Registry = REGISTRY) -> Envelope[Any]:
+    """The rest of :func:`decode`, for frames whose header :func:`decode_header` read."""
     spec = registry.spec(header.type)
     body = spec.from_body(_unpack(frames[2], f"{header.type} body"), header.v)
     return Envelope(header, body, tuple(bytes(f) for f in frames[3:]))

@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from bus.codec import decode, encode_parts
+from bus.codec import decode, decode_body, decode_header, encode_parts
 from bus.endpoints import Endpoints
 from bus.envelope import Envelope, Header, make_header, new_id, type_prefix
 from bus.message import REGISTRY, BusError, DecodeError, Message, Registry, UnknownTypeError
@@ -34,6 +34,7 @@ from bus.system import Probe
 log = logging.getLogger("greenroom.bus")
 
 Handler = Callable[[Envelope[Any], "str | None"], None]
+Skip = Callable[[Header], bool]
 """Called with each decoded message and the work queue it came from (None for events)."""
 RawHandler = Callable[[list[list[bytes]]], None]
 """Called with the frames of the events read in one go, undecoded and in order (taps and recorders)."""
@@ -68,7 +69,7 @@ class Connection:
         self.src = f"{name}@{new_id()}"  # unique per connection: a host recognises its own events by it
         self.registry = registry
         self.stats: dict[str, int] = dict.fromkeys(
-            ("published", "pushed", "received", "decode_errors", "unknown_types", "missed",
+            ("published", "pushed", "received", "skipped", "decode_errors", "unknown_types", "missed",
              "dropped_offline", "dropped_hwm", "queue_full"),
             0,
         )  # fmt: skip
@@ -77,6 +78,7 @@ class Connection:
         self._ctx = ctx or zmq.Context.instance()
         self._handler: Handler | None = None
         self._raw: RawHandler | None = None
+        self._skip: Skip | None = None
         self._seq: dict[tuple[str, str], int] = {}
         self._last_seq: dict[tuple[str, str], int] = {}
         self._pending: dict[str, tuple[asyncio.Future[Envelope[Any]], tuple[str, ...]]] = {}
@@ -105,15 +107,20 @@ class Connection:
         subscribe: Iterable[str] = (),
         pull: Iterable[str] = (),
         raw: RawHandler | None = None,
+        skip: Skip | None = None,
         timeout: float = 10.0,
     ) -> None:
         """Connect, subscribe, and return once publishing and subscriptions are live.
 
         With ``raw``, events are handed over as frames without decoding, a batch per call.
+        ``skip`` sees each event's header first: where it says yes, the body is not decoded
+        and the handler never sees the event (unless an ``ask`` waits for it), e.g. a host's
+        own actors' events, which it delivered to its actors when they were published.
         """
         self._loop = asyncio.get_running_loop()
         self._handler = handler
         self._raw = raw
+        self._skip = skip
         self._upstream_seen = asyncio.Event()
         self._monitor.watch(self._pub, self.endpoints.events_in)
         self._monitor.watch(self._sub, self.endpoints.events_out)
@@ -353,7 +360,15 @@ class Connection:
     def _deliver(self, frames: list[bytes], queue: str | None) -> None:
         self.stats["received"] += 1
         try:
-            env = decode(frames, self.registry)
+            header, _ = decode_header(frames)
+            if queue is None:
+                if header.seq:
+                    self._check_seq(header)
+                skip = self._skip
+                if skip is not None and skip(header) and (header.parent is None or header.parent not in self._pending):
+                    self.stats["skipped"] += 1
+                    return
+            env = decode_body(header, frames, self.registry)
         except UnknownTypeError as exc:
             self.stats["unknown_types"] += 1
             self._ratelog.warning("unknown", "message of unknown type ignored", error=str(exc))
@@ -362,9 +377,6 @@ class Connection:
             self.stats["decode_errors"] += 1
             self._ratelog.warning("decode", "undecodable message ignored", error=str(exc), frames=len(frames))
             return
-        header = env.header
-        if queue is None and header.seq:
-            self._check_seq(header)
         if header.parent is not None and self._pending:
             self._resolve(env)
             if header.src == self.src and isinstance(env.body, Probe):

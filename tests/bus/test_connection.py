@@ -251,3 +251,37 @@ def test_brokers_started_one_after_another_never_share_a_control_address(short_t
             seen.add(broker._control)
         del broker
     assert len(seen) == 50
+
+
+async def test_skipped_events_are_not_decoded_or_handed_over_but_an_awaited_reply_still_arrives(
+    broker: Endpoints,
+) -> None:
+    got: list[Envelope[Any]] = []
+    listener = Connection(broker, "listener")
+    await listener.start(
+        lambda env, q: got.append(env), subscribe=[type_prefix("test.work"), type_prefix("diag.pong")],
+        skip=lambda header: header.src.startswith("skipped@"),
+    )  # fmt: skip
+    skipped, kept = Connection(broker, "skipped"), Connection(broker, "kept")
+    replies: set[asyncio.Future[Any]] = set()
+
+    def answer(env: Envelope[Any], queue: str | None) -> None:
+        fut = asyncio.ensure_future(skipped.publish(Pong(env.body.text), cause=env))
+        replies.add(fut)
+        fut.add_done_callback(replies.discard)
+
+    await skipped.start(answer, subscribe=[type_prefix("diag.ping")])
+    await kept.start()
+    await skipped.publish(Work(1))
+    await kept.publish(Work(2))
+    reply = await listener.ask(Ping("still answered"), reply=Pong, timeout=5)  # from a skipped sender
+    assert reply.body.text == "still answered" and reply.header.src.startswith("skipped@")
+    for _ in range(100):
+        if any(isinstance(e.body, Work) for e in got):
+            break
+        await asyncio.sleep(0.02)
+    assert [e.body.n for e in got if isinstance(e.body, Work)] == [2]
+    assert listener.stats["skipped"] == 1
+    assert listener.stats["missed"] == 0  # skipped events still count in the loss accounting
+    for c in (listener, skipped, kept):
+        await c.close()
