@@ -160,12 +160,7 @@ class Host:
         if queue is not None:
             self._take_work(env, queue)
             return
-        if env.header.seq == 0:
-            return  # the broker's copy of a work item, for taps: its worker got the real one
-        src = env.header.src
-        if src.endswith(self._suffix) and src != self.conn.src:
-            return  # one of our actors published it: delivered locally when it did
-        self._event(env)
+        self._event(env)  # (what our own actors published the connection skipped: see _delivered)
 
     def _delivered(self, header: Header) -> bool:
         """Whether an event reached this host's actors without the bus: the broker's copy of a

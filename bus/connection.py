@@ -34,8 +34,9 @@ from bus.system import Probe
 log = logging.getLogger("greenroom.bus")
 
 Handler = Callable[[Envelope[Any], "str | None"], None]
-Skip = Callable[[Header], bool]
 """Called with each decoded message and the work queue it came from (None for events)."""
+Skip = Callable[[Header], bool]
+"""Called with each event's header before its body is decoded: True to leave it there."""
 RawHandler = Callable[[list[list[bytes]]], None]
 """Called with the frames of the events read in one go, undecoded and in order (taps and recorders)."""
 BATCH = 512  # messages drained per reader callback before yielding to the loop
