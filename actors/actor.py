@@ -96,7 +96,8 @@ class Actor:
     """Most queue messages taken but not yet handled; past it the queue waits in the broker."""
     prefer_local: ClassVar[bool] = False
     """True: work pushed to its queues by an actor of the same host is taken here while it has
-    room (no broker round trip); beyond ``max_inflight`` it goes to the queue as usual. Right
+    room (no broker round trip); once ``max_inflight`` is reached it goes to the queue as usual
+    until the actor has drained to half (so it never overtakes work already waiting there). Right
     for actors whose work mostly waits on something else (a model server), wrong for CPU-bound
     ones, whose work should spread over replicas."""
 

@@ -217,8 +217,8 @@ class Host:
     def _local_work(self, queue: str, env: Envelope[Any] | None) -> bool:
         """Without ``env``: whether a work item for ``queue`` can be taken here. With: take it."""
         actor = self._by_queue.get(queue)
-        if actor is None or not actor.prefer_local or self._stopping or self._inflight[queue] >= actor.max_inflight:
-            return False
+        if actor is None or not actor.prefer_local or self._stopping or queue in self._paused:
+            return False  # paused: work may be waiting in the broker, and new work must queue behind it
         if env is not None:
             self.stats["work_local"] += 1
             self._take_work(env, queue)

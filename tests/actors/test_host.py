@@ -388,3 +388,63 @@ async def test_a_selective_actor_gets_no_lane_for_what_it_does_not_want_unless_o
         assert host.stats["handled"] == 4 and host.stats["unwanted"] == 1
     finally:
         await host.stop()
+
+
+class Feeder(Actor):
+    """Turns each Work event into a Job on the 'echo' queue (as the orchestrator feeds the agent)."""
+
+    name = "feeder"
+    handles = (Work,)
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        await self.bus.push("echo", Job(env.body.n), cause=env)
+
+
+class Slow(Actor):
+    """Pulls 'echo', preferring local ones; each waits until the test releases it."""
+
+    name = "slow"
+    queues = ("echo",)
+    prefer_local = True
+    max_inflight = 4
+    started: ClassVar[list[int]] = []
+    release: ClassVar[dict[int, asyncio.Event]] = {}
+
+    async def on_message(self, env: Envelope[Any]) -> None:
+        n = env.body.n
+        type(self).started.append(n)
+        await type(self).release.setdefault(n, asyncio.Event()).wait()
+        await self.bus.publish(Done(n, self.name, "ok"), cause=env)
+
+
+async def test_local_work_does_not_overtake_work_waiting_in_the_queue(
+    broker: Endpoints, sender: Connection, watcher: Collector
+) -> None:
+    Slow.started = []
+    Slow.release = {n: asyncio.Event() for n in range(1, 7)}
+    Slow.release[5].set()
+    Slow.release[6].set()
+    host = Host(broker, [Feeder, Slow], heartbeat=0.1)
+    await host.start()
+    try:
+        for n in range(1, 6):
+            await sender.publish(Work(n), session=f"s{n}")
+        await watcher.expect(Work, lambda b: b.n == 5)
+        await asyncio.sleep(0.2)
+        assert Slow.started == [1, 2, 3, 4]  # full: job 5 waits in the queue
+        Slow.release[1].set()
+        await watcher.expect(Done, lambda b: b.n == 1)
+        await sender.publish(Work(6), session="s6")  # room for one more here, but job 5 came first
+        await watcher.expect(Work, lambda b: b.n == 6)
+        await asyncio.sleep(0.2)
+        assert Slow.started == [1, 2, 3, 4], "local work overtook work waiting in the queue"
+        Slow.release[2].set()  # below half: the queue is read again, in order
+        await watcher.expect_n(Done, 2, lambda b: b.n in (5, 6))
+        assert Slow.started == [1, 2, 3, 4, 5, 6]
+        for event in Slow.release.values():
+            event.set()
+        await watcher.expect_n(Done, 6)
+    finally:
+        for event in Slow.release.values():
+            event.set()
+        await host.stop()
