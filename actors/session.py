@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.actor import Actor
-from actors.db.chat_store import ChatStore
+from actors.db.chat_store import ChatStore, Unstorable
 from actors.db.pg import Database
 from bus import Envelope
 from bus.chat import (
@@ -142,7 +142,11 @@ class SessionManager(Actor):
             await self.bus.publish(Error("no_session", f"no session {env.session!r}", ref=env.id), cause=env)
             return
         turn = state.turn + 1
-        message_id = await self.store.add_message(env.session, "user", body.text, turn, {"source": body.source})
+        try:
+            message_id = await self.store.add_message(env.session, "user", body.text, turn, {"source": body.source})
+        except Exception as exc:  # nothing acts on a message that is not stored: the user is told
+            await self._not_stored(env, exc)
+            return
         state.turn = turn  # persisted first, then it counts
         history = tuple(state.recent)
         state.recent.append({"speaker": "user", "text": body.text})
@@ -158,6 +162,14 @@ class SessionManager(Actor):
         )  # fmt: skip
         await self.bus.publish(Accepted(message_id, turn), session=env.session, turn=turn, parent=env.id)
         await self.bus.publish(Status("thinking", "Thinking…"), session=env.session, turn=turn, parent=env.id)
+
+    async def _not_stored(self, env: Envelope[Any], exc: Exception) -> None:
+        if isinstance(exc, Unstorable):
+            code, text = "bad_text", f"Your message cannot be stored as it is ({exc}), so it was not answered."
+        else:
+            self.log.error("user message not stored", session=env.session, error=f"{type(exc).__name__}: {exc}")
+            code, text = "not_stored", "Your message could not be stored (a database failure); send it again."
+        await self.bus.publish(Error(code, text, ref=env.id), cause=env)
 
     async def _reply(self, env: Envelope[Any]) -> None:
         body: Reply = env.body

@@ -59,8 +59,9 @@ async def chat_message(request: web.Request) -> web.Response:
         accepted = await conn.ask(
             UserText(text, "rest", new_id()), reply=(Accepted, Error), session=session, timeout=ASK_TIMEOUT
         )
-        if not isinstance(accepted.body, Accepted):
-            return error(404, accepted.body.code, accepted.body.message)
+        if not isinstance(accepted.body, Accepted):  # no such session, or the text cannot be stored
+            status = {"bad_text": 400, "not_stored": 503}.get(accepted.body.code, 404)
+            return error(status, accepted.body.code, accepted.body.message)
         reply = await hub.reply_for(session, accepted.body.turn, REPLY_TIMEOUT)
     except (TimeoutError, BusError):
         return error(503, "unavailable", "the chat service did not answer in time")

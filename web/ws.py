@@ -196,7 +196,7 @@ class Session:
             raise ProtocolError("too_large", f"text of {len(data)} characters; the limit is {MAX_USER_TEXT}")
         reply = await self._ask(UserText(data, "ws", self.client.id), Accepted, session=session)
         if not isinstance(reply.body, Accepted):
-            raise ProtocolError("not_accepted", reply.body.message)
+            raise ProtocolError(reply.body.code or "not_accepted", reply.body.message)
 
     async def _audio(self, session: str, data: Any) -> None:
         if self.input_type != "audio":

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
 from actors.db.pg import FairPool
+
+
+class Unstorable(ValueError):
+    """PostgreSQL refused the content as given (a NUL character, say): storing it again fails again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +60,14 @@ class ChatStore:
         self, session: str, speaker: str, content: str, turn: int, metadata: dict[str, Any] | None = None
     ) -> str:
         message_id = uuid.uuid4()
-        await self._pool.execute(
-            "INSERT INTO messages (id, session_id, speaker, content, turn, metadata) VALUES ($1, $2, $3, $4, $5, $6)",
-            message_id, session, speaker, content, turn, metadata or {},
-        )  # fmt: skip
+        try:
+            await self._pool.execute(
+                "INSERT INTO messages (id, session_id, speaker, content, turn, metadata)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                message_id, session, speaker, content, turn, metadata or {},
+            )  # fmt: skip
+        except asyncpg.DataError as exc:
+            raise Unstorable(str(exc)) from exc
         return str(message_id)
 
     async def record_heard(self, message_id: str, heard: str) -> None:

@@ -47,6 +47,7 @@ async def test_bad_requests_are_clear(chat: ChatSystem) -> None:
         (b"not json", 400, "bad_json"),
         (b'{"character": "nobody", "text": "x"}', 404, "unknown_character"),
         (b'{"character": "ada", "text": ""}', 400, "bad_text"),
+        (b'{"character": "ada", "text": "a\\u0000b"}', 400, "bad_text"),  # PostgreSQL refuses NUL
         (b'{"character": "ada", "text": "x", "session_id": 5}', 400, "bad_session"),
         (b'{"character": "ada", "text": "x", "session_id": "s-nope"}', 404, "no_session"),
     ]

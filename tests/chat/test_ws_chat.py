@@ -11,9 +11,11 @@ import asyncpg
 import pytest
 
 from brain.emotion import EMOTION_INSTRUCTIONS
+from bus.chat import TurnStarted
 from bus.tap import Tap, TapFilter
 from tests.chat.conftest import ChatSystem
 from tests.fakes.openai_server import Behaviour
+from tests.helpers import Collector
 
 
 async def test_a_reply_streams_with_status_and_emotion_and_is_stored(chat: ChatSystem) -> None:
@@ -130,6 +132,80 @@ async def test_new_message_interrupts_the_reply_in_flight(chat: ChatSystem) -> N
     marked = [r for r in rows if r["speaker"] == "assistant" and r["turn"] == 1]
     assert len(marked) == 1 and json.loads(marked[0]["metadata"])["interrupted"] is True
     await ws.close()
+
+
+async def test_the_model_is_asked_only_once_the_message_is_stored(chat: ChatSystem) -> None:
+    ws = await chat.ws("ada")
+    session = (await ws.start())["session_id"]
+    watcher = Collector(chat.endpoints, ("chat.turn",))
+    await watcher.start()
+    db = await asyncpg.connect(chat.database_url)
+    try:
+        async with db.transaction():
+            await db.execute("LOCK TABLE messages IN EXCLUSIVE MODE")  # a slow database: inserts wait
+            before = len(chat.llm.requests)
+            await ws.say("Hello Ada!")
+            await asyncio.sleep(0.3)
+            assert watcher.count(TurnStarted) == 0, "a turn started before its message was stored"
+            assert len(chat.llm.requests) == before, "the model was asked before the message was stored"
+            assert not [f for f in ws.frames if f["type"] == "text"]
+        reply = await ws.reply()  # the lock is gone: stored, accepted, answered
+        assert reply["text"].startswith("Hello there") and len(chat.llm.requests) == before + 1
+        assert watcher.count(TurnStarted) == 1
+        rows = await db.fetch("SELECT speaker, content FROM messages WHERE session_id = $1 ORDER BY timestamp", session)
+        assert [(r["speaker"], r["content"]) for r in rows][1] == ("user", "Hello Ada!")
+    finally:
+        await db.close()
+        await watcher.close()
+    await ws.close()
+
+
+async def test_a_message_that_cannot_be_stored_is_refused_and_never_answered(chat: ChatSystem) -> None:
+    chat.llm.default = Behaviour(text="[happy] Hello there, slowly.", delay=0.01)
+    ws = await chat.ws("ada")
+    session = (await ws.start())["session_id"]
+    before = len(chat.llm.requests)
+    await ws.say("hi\u0000there")  # PostgreSQL text cannot hold NUL: the insert fails
+    error = await ws.expect("error")
+    assert error["code"] == "bad_text" and "cannot be stored as it is" in error["message"]
+    await ws.say("Hello Ada!")  # the session goes on
+    reply = await ws.reply()
+    assert reply["text"] == "Hello there, slowly." and not reply["interrupted"]
+    await ws.expect(lambda f: f.get("status") == "idle")
+    asked = [r["body"]["messages"][-1]["content"] for r in chat.llm.requests[before:]]
+    assert asked == ["Hello Ada!"], "the model was asked about a message that was never stored"
+    db = await asyncpg.connect(chat.database_url)
+    query = "SELECT speaker, content, turn FROM messages WHERE session_id = $1 ORDER BY timestamp"
+    rows = await db.fetch(query, session)
+    await db.close()
+    assert [(r["speaker"], r["turn"]) for r in rows] == [("assistant", 0), ("user", 1), ("assistant", 1)]
+    assert reply["turn"] == 1  # the refused message started no turn
+    await ws.close()
+
+
+async def test_a_database_failure_while_storing_a_message_is_reported_and_the_chat_goes_on(chat: ChatSystem) -> None:
+    db = await asyncpg.connect(chat.database_url)
+    await db.execute(
+        "CREATE FUNCTION full_disk() RETURNS trigger AS $$ BEGIN"
+        " RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$ LANGUAGE plpgsql;"
+        "CREATE TRIGGER full_disk BEFORE INSERT ON messages FOR EACH ROW"
+        " WHEN (NEW.content = 'the disk is full now') EXECUTE FUNCTION full_disk()"
+    )
+    try:
+        ws = await chat.ws("ada")
+        await ws.start()
+        before = len(chat.llm.requests)
+        await ws.say("the disk is full now")
+        error = await ws.expect("error")
+        assert error["code"] == "not_stored" and "send it again" in error["message"]
+        await ws.say("Hello Ada!")
+        reply = await ws.reply()
+        assert reply["turn"] == 1 and reply["text"].startswith("Hello there")
+        assert [r["body"]["messages"][-1]["content"] for r in chat.llm.requests[before:]] == ["Hello Ada!"]
+        await ws.close()
+    finally:
+        await db.execute("DROP TRIGGER full_disk ON messages; DROP FUNCTION full_disk()")
+        await db.close()
 
 
 async def test_two_sessions_never_see_each_other(chat: ChatSystem) -> None:
