@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import tempfile
@@ -28,13 +29,14 @@ def ipc_endpoints(short_tmp: Path) -> Endpoints:
 
 
 def free_tcp_base(span: int = 2 + 2 * len(QUEUES)) -> int:
-    """A port P with P..P+span-1 all free on loopback."""
+    """A port P with P..P+span-1 all free on loopback, below the kernel's ephemeral range:
+    a port from that range, free when checked, could become any outgoing connection's own
+    port before the broker binds it (a CI run failed so, 2026-11-24)."""
+    low, _ = (int(p) for p in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    low = low if low - span > 10_000 else 32_768
+    rng = random.Random()
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + span > 65535:
-            continue
+        base = rng.randrange(10_000, low - span)
         socks = []
         try:
             for port in range(base, base + span):
