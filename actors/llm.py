@@ -199,6 +199,8 @@ class OpenAIChat:
 
 DRAIN = 0.1
 """Seconds the rest of a body is read after ``[DONE]``, so the connection can be reused."""
+MAX_EVENT = 1 << 20
+"""Bytes an event may reach before its end: a chat chunk is a few hundred."""
 
 
 class Chunks(openai.AsyncStream[_T]):
@@ -230,6 +232,9 @@ class Chunks(openai.AsyncStream[_T]):
                                         pass
                             return
                         yield _chunk(payload, response.request)
+                    if len(events.buffer) > MAX_EVENT:  # not an event stream: stop before it eats memory
+                        message = f"an event over {MAX_EVENT} bytes long: this is not a chat completion stream"
+                        raise openai.APIError(message, response.request, body=None)
         except timeout_exceptions() as exc:
             raise openai.APITimeoutError(request=response.request) from exc
         except request_exceptions() as exc:

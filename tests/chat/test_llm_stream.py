@@ -92,3 +92,10 @@ async def test_a_body_cut_mid_event_is_a_broken_stream() -> None:
     text, error = await text_from(writes)
     assert text == "Hi"
     assert error is not None and error.code == "llm_stream_broken"
+
+
+async def test_an_event_that_never_ends_is_a_broken_stream_not_a_growing_buffer() -> None:
+    flood = [b"data: " + b"x" * 65536] + [b"y" * 65536] * 20  # 1.3 MB and no blank line
+    text, error = await text_from(chunked(sse(event("Hi")), *flood))
+    assert text == "Hi"
+    assert error is not None and error.code == "llm_stream_broken" and "not a chat completion stream" in error.message
