@@ -390,16 +390,6 @@ async def test_a_selective_actor_gets_no_lane_for_what_it_does_not_want_unless_o
         await host.stop()
 
 
-class Feeder(Actor):
-    """Turns each Work event into a Job on the 'echo' queue (as the orchestrator feeds the agent)."""
-
-    name = "feeder"
-    handles = (Work,)
-
-    async def on_message(self, env: Envelope[Any]) -> None:
-        await self.bus.push("echo", Job(env.body.n), cause=env)
-
-
 class Slow(Actor):
     """Pulls 'echo', preferring local ones; each waits until the test releases it."""
 
@@ -424,7 +414,7 @@ async def test_local_work_does_not_overtake_work_waiting_in_the_queue(
     Slow.release = {n: asyncio.Event() for n in range(1, 7)}
     Slow.release[5].set()
     Slow.release[6].set()
-    host = Host(broker, [Feeder, Slow], heartbeat=0.1)
+    host = Host(broker, [Dispatcher, Slow], heartbeat=0.1)
     await host.start()
     try:
         for n in range(1, 6):
