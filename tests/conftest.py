@@ -34,9 +34,8 @@ def free_tcp_base(span: int = 2 + 2 * len(QUEUES)) -> int:
     port before the broker binds it (a CI run failed so, 2026-11-24)."""
     low, _ = (int(p) for p in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     low = low if low - span > 10_000 else 32_768
-    rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(10_000, low - span)
+        base = random.randrange(10_000, low - span)
         socks = []
         try:
             for port in range(base, base + span):

@@ -134,6 +134,19 @@ async def test_new_message_interrupts_the_reply_in_flight(chat: ChatSystem) -> N
     await ws.close()
 
 
+async def blocked_insert(db: asyncpg.Connection) -> None:
+    """Returns once another connection's INSERT into messages waits for a lock (PostgreSQL
+    tells no one: its activity view is asked every 10 ms, for up to 5 s)."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO messages%'"
+    )
+    for _ in range(500):
+        if await db.fetchval(query):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no INSERT into messages waited for the lock")
+
+
 async def test_the_model_is_asked_only_once_the_message_is_stored(chat: ChatSystem) -> None:
     ws = await chat.ws("ada")
     session = (await ws.start())["session_id"]
@@ -145,7 +158,7 @@ async def test_the_model_is_asked_only_once_the_message_is_stored(chat: ChatSyst
             await db.execute("LOCK TABLE messages IN EXCLUSIVE MODE")  # a slow database: inserts wait
             before = len(chat.llm.requests)
             await ws.say("Hello Ada!")
-            await asyncio.sleep(0.3)
+            await blocked_insert(db)  # the session manager is storing it, and waits
             assert watcher.count(TurnStarted) == 0, "a turn started before its message was stored"
             assert len(chat.llm.requests) == before, "the model was asked before the message was stored"
             assert not [f for f in ws.frames if f["type"] == "text"]
