@@ -47,7 +47,7 @@ from actors.speech import HeapTrimmer, Int16, SpeechError, Synthesizer, make_pip
 from bus import Envelope
 from bus.chat import ChatError, EndSession, Reply, Sentence, TurnStarted
 from bus.system import Interrupt
-from bus.voice import Heard, TtsAudio
+from bus.voice import Heard, SpeechEnded, TtsAudio
 from config.characters import Card, load_cards
 from config.settings import settings
 
@@ -71,6 +71,15 @@ of 8 kept up, first audio ~0.4 s later; with 1.5 s and a 1.0 s hold: 4, 5, 6 and
 HOLD_PER_OTHER = 0.35
 HOLD = 1.6
 """The longest a first piece is held: ``HOLD_PER_OTHER`` seconds per other session, up to this."""
+COMING = 2.0
+"""Seconds after its user stopped speaking that a session counts among those sharing the CPU
+before its reply's turn has begun here: its transcript and the model's first words take
+0.3-2 s when many speak at once, and the speech they start competes with a reply that started
+just before. Counting only replies already begun, the first of eight that asked at once found
+one other, started on its 0.7 s first piece, and ran dry for 0.5 s when the other seven took
+the CPU from the model writing its next words (bench/voice.py with its log, 2026-11-24)."""
+RECOUNT = 0.1
+"""Seconds between counts of the sessions sharing the CPU while a first piece is held."""
 DEFAULT_VOICE = "en_US-joe-medium"
 CLOUD_THREADS = 8
 """Cloud syntheses at once (each waits on its own connection)."""
@@ -128,7 +137,7 @@ class Utterance:
 
 class TtsWorker(Actor):
     name = "tts"
-    handles = (TurnStarted, Sentence, Reply, Interrupt, EndSession)
+    handles = (TurnStarted, Sentence, Reply, Interrupt, EndSession, SpeechEnded)
     selective = True  # see wants()
     interrupt_cancels = False  # handlers only enqueue; interrupts stop the turn's tasks here
     _scheduler: asyncio.Task[None]
@@ -142,6 +151,8 @@ class TtsWorker(Actor):
         self._engines: dict[str, Synthesizer] = {}
         self._loading: dict[str, asyncio.Future[Synthesizer]] = {}
         self._utterances: dict[str, Utterance] = {}
+        self._coming: dict[str, float] = {}
+        """Sessions whose user stopped speaking, and when: their replies come soon (``COMING``)."""
         self._running = 0
         self._trimmer = HeapTrimmer()  # what generations free goes back to the system
         self._jobs: set[asyncio.Task[None]] = set()
@@ -180,15 +191,23 @@ class TtsWorker(Actor):
         return engine
 
     def wants(self, env: Envelope[Any]) -> bool:
-        """A turn to speak, or anything of a session speaking: a text chat's turns cost nothing here."""
+        """A turn to speak, a user who stopped speaking, or anything of a session speaking: a text
+        chat's turns cost nothing here."""
         body = env.body
-        return (isinstance(body, TurnStarted) and body.speak) or env.session in self._utterances
+        return (
+            (isinstance(body, TurnStarted) and body.speak)
+            or isinstance(body, SpeechEnded)
+            or env.session in self._utterances
+        )
 
     async def on_message(self, env: Envelope[Any]) -> None:
         session, body = env.session, env.body
         utt = self._utterances.get(session)
         match body:
+            case SpeechEnded():
+                self._coming[session] = time.monotonic()
             case TurnStarted():
+                self._coming.pop(session, None)
                 if body.speak:
                     self._stop(session)
                     card = self.cards.get(body.character)
@@ -209,6 +228,7 @@ class TtsWorker(Actor):
                     if heard is not None:
                         await self.bus.publish(Heard(heard), session=session, turn=utt.turn, parent=env.id)
             case EndSession():
+                self._coming.pop(session, None)
                 self._stop(session)
 
     def _begin(self, session: str, utt: Utterance) -> None:
@@ -307,19 +327,33 @@ class TtsWorker(Actor):
             utt.grew.set()
             utt.audio.put_nowait(None)
 
+    def _sharing(self, session: str) -> int:
+        """Other sessions sharing the CPU: replies being spoken, and those about to be (``COMING``)."""
+        now = time.monotonic()
+        for other, ended in list(self._coming.items()):
+            if now - ended >= COMING:
+                del self._coming[other]
+        speaking = {other for other, utt in self._utterances.items() if not utt.ended}
+        return len((speaking | self._coming.keys()) - {session})
+
     async def _start_when_enough(self, utt: Utterance) -> None:
         """Alone, a turn starts with its first piece; sharing the CPU, with more ready the more
-        sessions share it (``START_PER_OTHER``)."""
-        others = sum(other is not utt and not other.ended for other in self._utterances.values())
-        if not others:
-            return
-        enough = min(START_SHARED, START_PER_OTHER * others)
-        deadline = time.monotonic() + min(HOLD, HOLD_PER_OTHER * others)
-        self.log.debug("first piece held", session=utt.cause.session, others=others, ready=round(utt.synthesized, 2))
-        while utt.synthesized < enough and not utt.ended and (left := deadline - time.monotonic()) > 0:
+        sessions share it (``START_PER_OTHER``), counted again while it waits: sessions whose
+        users stop speaking meanwhile raise what is enough, and the hold."""
+        session = utt.cause.session
+        held = time.monotonic()
+        logged = False
+        while not utt.ended and (others := self._sharing(session)):
+            enough = min(START_SHARED, START_PER_OTHER * others)
+            left = held + min(HOLD, HOLD_PER_OTHER * others) - time.monotonic()
+            if utt.synthesized >= enough or left <= 0:
+                return
+            if not logged:
+                logged = True
+                self.log.debug("first piece held", session=session, others=others, ready=round(utt.synthesized, 2))
             utt.grew.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(utt.grew.wait(), left)
+                await asyncio.wait_for(utt.grew.wait(), min(left, RECOUNT))
 
     async def _play(self, session: str, utt: Utterance) -> None:
         seq = 0

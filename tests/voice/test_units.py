@@ -617,6 +617,55 @@ async def test_sharing_the_cpu_a_turn_starts_with_more_speech_ready_the_more_sha
         await worker.on_stop()
 
 
+async def test_users_who_just_stopped_speaking_count_among_those_sharing_the_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Their replies come soon: a turn that starts first must not start on a first piece that
+    runs out when theirs take the CPU. Counted again while the piece is held."""
+    engine = FakeVoice(0.5)
+    worker, published = await tts_worker(monkeypatch, engine)
+
+    async def user_stopped(session: str) -> None:
+        await worker.on_message(cast(Any, SimpleNamespace(session=session, turn=0, body=SpeechEnded(1000.0))))
+
+    async def first_chunk(session: str) -> float:
+        while True:
+            _, kw = await asyncio.wait_for(published.out.get(), 5)
+            if kw["cause"].session == session:
+                return float(kw["at"])
+
+    def turn(session: str, *texts: str) -> Utterance:
+        utt = Utterance(1, cast(Any, SimpleNamespace(session=session)), tts.DEFAULT_VOICE)
+        worker._begin(session, utt)
+        utt.pending.extend((text, 0.0) for text in texts)
+        worker._wake.set()
+        return utt
+
+    def asked(text: str) -> float:
+        return next(t for t, said in engine.asked if said == text)
+
+    try:
+        worker._coming["long ago"] = time.monotonic() - tts.COMING  # its reply came or never will
+        turn("alone", "first piece")
+        started = await first_chunk("alone")  # no one else: it plays at once
+        assert started - asked("first piece") < tts.HOLD_PER_OTHER / 2
+        worker._stop("alone")
+
+        await user_stopped("b")
+        await user_stopped("c")  # two others to come: 1.0 s is enough
+        first = turn("a", "a first piece")
+        await asyncio.wait_for(first.grew.wait(), 5)
+        await user_stopped("d")
+        await user_stopped("e")  # four: 2.0 s now, and a longer hold
+        first.pending.append(("a second piece", 0.0))
+        worker._wake.set()
+        started = await first_chunk("a")
+        assert started - asked("a first piece") >= min(tts.HOLD, 4 * tts.HOLD_PER_OTHER) - 0.05
+        assert first.synthesized == 1.0 and "long ago" not in worker._coming
+    finally:
+        await worker.on_stop()
+
+
 class HeldRecognizer:
     """Transcribes only when let go; counts the calls."""
 
