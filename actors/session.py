@@ -17,6 +17,7 @@ from actors.db.pg import Database
 from bus import Envelope
 from bus.chat import (
     Accepted,
+    ChatError,
     EndSession,
     History,
     HistoryRequest,
@@ -145,7 +146,7 @@ class SessionManager(Actor):
         try:
             message_id = await self.store.add_message(env.session, "user", body.text, turn, {"source": body.source})
         except Exception as exc:  # nothing acts on a message that is not stored: the user is told
-            await self._not_stored(env, exc)
+            await self._not_stored(env, exc, state)
             return
         state.turn = turn  # persisted first, then it counts
         history = tuple(state.recent)
@@ -163,13 +164,19 @@ class SessionManager(Actor):
         await self.bus.publish(Accepted(message_id, turn), session=env.session, turn=turn, parent=env.id)
         await self.bus.publish(Status("thinking", "Thinking…"), session=env.session, turn=turn, parent=env.id)
 
-    async def _not_stored(self, env: Envelope[Any], exc: Exception) -> None:
+    async def _not_stored(self, env: Envelope[Any], exc: Exception, state: SessionState) -> None:
         if isinstance(exc, Unstorable):
             code, text = "bad_text", f"Your message cannot be stored as it is ({exc}), so it was not answered."
         else:
             self.log.error("user message not stored", session=env.session, error=f"{type(exc).__name__}: {exc}")
             code, text = "not_stored", "Your message could not be stored (a database failure); send it again."
-        await self.bus.publish(Error(code, text, ref=env.id), cause=env)
+        if env.body.source == "voice":  # no request waits for the answer: every watcher of the session is told
+            await self.bus.publish(ChatError(code, text), cause=env)
+        else:
+            await self.bus.publish(Error(code, text, ref=env.id), cause=env)
+        if state.status == "listening":  # what the user said was not taken: no reply is coming
+            state.status = "idle"
+            await self.bus.publish(Status("idle", "Ready"), cause=env)
 
     async def _reply(self, env: Envelope[Any]) -> None:
         body: Reply = env.body

@@ -11,8 +11,10 @@ import asyncpg
 import pytest
 
 from brain.emotion import EMOTION_INSTRUCTIONS
-from bus.chat import TurnStarted
+from bus import Connection
+from bus.chat import TurnStarted, UserText
 from bus.tap import Tap, TapFilter
+from bus.voice import SpeechStarted
 from tests.chat.conftest import ChatSystem
 from tests.fakes.openai_server import Behaviour
 from tests.helpers import Collector
@@ -217,6 +219,34 @@ async def test_a_database_failure_while_storing_a_message_is_reported_and_the_ch
         assert [r["body"]["messages"][-1]["content"] for r in chat.llm.requests[before:]] == ["Hello Ada!"]
         await ws.close()
     finally:
+        await db.execute("DROP TRIGGER full_disk ON messages; DROP FUNCTION full_disk()")
+        await db.close()
+
+
+async def test_a_spoken_message_that_cannot_be_stored_does_not_leave_the_session_listening(chat: ChatSystem) -> None:
+    """The speech recognizer's part is played by a peer on the bus: the user starts speaking
+    (the session listens), then their final transcript cannot be stored."""
+    db = await asyncpg.connect(chat.database_url)
+    await db.execute(
+        "CREATE FUNCTION full_disk() RETURNS trigger AS $$ BEGIN"
+        " RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$ LANGUAGE plpgsql;"
+        "CREATE TRIGGER full_disk BEFORE INSERT ON messages FOR EACH ROW"
+        " WHEN (NEW.content = 'said on a full disk') EXECUTE FUNCTION full_disk()"
+    )
+    stt = Connection(chat.endpoints, "test-stt")
+    await stt.start()
+    try:
+        ws = await chat.ws("ada")
+        session = (await ws.start())["session_id"]
+        await stt.publish(SpeechStarted(), session=session)
+        await ws.expect(lambda f: f.get("status") == "listening")
+        await stt.publish(UserText("said on a full disk", "voice"), session=session)
+        error = await ws.expect("error")
+        assert error["code"] == "not_stored"
+        assert (await ws.expect("status"))["status"] == "idle"  # next after the error: not listening any more
+        await ws.close()
+    finally:
+        await stt.close()
         await db.execute("DROP TRIGGER full_disk ON messages; DROP FUNCTION full_disk()")
         await db.close()
 
