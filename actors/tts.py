@@ -44,6 +44,7 @@ from typing import Any
 from actors.actor import Actor
 from actors.dashscope_speech import CosyVoiceSynthesizer
 from actors.speech import HeapTrimmer, Int16, SpeechError, Synthesizer, make_piper, tune_heap
+from brain.sentences import halve
 from bus import Envelope
 from bus.chat import ChatError, EndSession, Reply, Sentence, TurnStarted
 from bus.system import Interrupt
@@ -78,6 +79,14 @@ before its reply's turn has begun here: its transcript and the model's first wor
 just before. Counting only replies already begun, the first of eight that asked at once found
 one other, started on its 0.7 s first piece, and ran dry for 0.5 s when the other seven took
 the CPU from the model writing its next words (bench/voice.py with its log, 2026-11-24)."""
+SPLIT_MARGIN = 0.5
+"""A local piece is spoken in two halves when the listener would have less than this many
+seconds of speech left once it is synthesized (at the recent cost per word): the first half
+is ready in about half the time. Under load the reply's next words can come late and a long
+piece then take 0.4-1.2 s to say: the closest calls of 8 sessions at once (bench/voice.py
+with its log, 2026-11-24) were 8-11-word pieces started with 0.5-0.7 s of speech left."""
+MS_PER_WORD = 35.0
+"""Piper's cost per word before any is measured (one core, idle machine: ~33 ms)."""
 RECOUNT = 0.1
 """Seconds between counts of the sessions sharing the CPU while a first piece is held."""
 DEFAULT_VOICE = "en_US-joe-medium"
@@ -154,6 +163,8 @@ class TtsWorker(Actor):
         self._coming: dict[str, float] = {}
         """Sessions whose user stopped speaking, and when: their replies come soon (``COMING``)."""
         self._running = 0
+        self._ms_per_word = MS_PER_WORD
+        """Recent local syntheses' cost per word (moving average): what a piece will take now."""
         self._trimmer = HeapTrimmer()  # what generations free goes back to the system
         self._jobs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -274,13 +285,24 @@ class TtsWorker(Actor):
                 if due is None:
                     break
                 due.busy = True
+                text, arrived = due.pending.popleft()
                 if not is_cloud(due.voice):
                     self._running += 1
-                job = asyncio.create_task(self._synthesize(due, *due.pending.popleft()))
+                    text = self._first_half_if_late(due, text, arrived, due_lead)
+                job = asyncio.create_task(self._synthesize(due, text, arrived))
                 self._jobs.add(job)
                 job.add_done_callback(self._jobs.discard)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), None if math.isinf(wait) else max(wait, 0.01))
+
+    def _first_half_if_late(self, utt: Utterance, text: str, arrived: float, lead: float) -> str:
+        """``text``, or its first half when the whole would come too late (``SPLIT_MARGIN``);
+        the second half is then next in line."""
+        words = len(text.split())
+        if lead - words * self._ms_per_word / 1000 >= SPLIT_MARGIN or (halves := halve(text)) is None:
+            return text
+        utt.pending.appendleft((halves[1], arrived))
+        return halves[0]
 
     async def _synthesize(self, utt: Utterance, text: str, arrived: float) -> None:
         t0 = time.monotonic()
@@ -301,8 +323,11 @@ class TtsWorker(Actor):
             except Exception as exc:  # a sentence the engine cannot say is skipped, not fatal
                 self.log.warning("synthesis failed", error=str(exc), text=text[:80])
                 return
+            took = time.monotonic() - t0
+            if not is_cloud(utt.voice) and (words := len(text.split())):
+                self._ms_per_word += (took * 1000 / words - self._ms_per_word) / 4
             self.log.debug("synthesized", session=utt.cause.session, text=text[:60], lead_ms=round(lead * 1000),
-                           waited_ms=round((t0 - arrived) * 1000), ms=round((time.monotonic() - t0) * 1000),
+                           waited_ms=round((t0 - arrived) * 1000), ms=round(took * 1000),
                            seconds=round(len(pcm) / engine.rate, 2))  # fmt: skip
             utt.synthesized += len(pcm) / engine.rate
             utt.grew.set()

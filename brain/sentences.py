@@ -123,6 +123,18 @@ class SentenceSplitter:
         return [p for p in pieces if p], used
 
 
+def halve(text: str, min_words: int = SentenceSplitter.MIN_PIECE) -> tuple[str, str] | None:
+    """``text`` in two pieces of at least ``min_words`` words each, cut after the clause mark
+    nearest its middle, else at the middle word; None when it is too short to cut."""
+    ends = [m.end() for m in _WORD.finditer(text)]
+    if len(ends) < 2 * min_words:
+        return None
+    middle = len(ends) // 2
+    marks = [k for k in range(min_words, len(ends) - min_words + 1) if text[ends[k - 1] - 1] in ",;:—"]
+    n = min(marks, key=lambda k: abs(k - middle)) if marks else middle
+    return text[: ends[n - 1]].strip(), text[ends[n - 1] :].strip()
+
+
 def _last_word_start(text: str) -> int:
     """Index of the last word of ``text`` (it may still grow)."""
     words = list(_WORD.finditer(text))

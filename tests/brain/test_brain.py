@@ -9,7 +9,7 @@ import pytest
 from brain.emotion import TagReader, classify
 from brain.prompt import Turn, build_messages, estimate_tokens, split_history, summarize
 from brain.routing import CHARACTER, TASK, route
-from brain.sentences import SentenceSplitter
+from brain.sentences import SentenceSplitter, halve
 from config.characters import load_cards, parse_card
 from config.settings import ConfigError
 
@@ -118,6 +118,15 @@ def test_a_long_sentence_is_spoken_in_pieces_as_it_streams() -> None:
         "one two three four five six seven", "eight nine ten eleven twelve thirteen."]  # fmt: skip
     uncapped = SentenceSplitter(fast_start=False, max_words=None)
     assert uncapped.feed(text) == [" ".join(text.split()[:-2]), "Short one."]
+
+
+def test_a_piece_is_halved_at_the_clause_mark_nearest_its_middle_else_at_its_middle_word() -> None:
+    assert halve("That is because of Rayleigh scattering, which makes blue light scatter more.") == (
+        "That is because of Rayleigh scattering,", "which makes blue light scatter more.")  # fmt: skip
+    assert halve("one two three four five six seven") == ("one two three", "four five six seven")
+    assert halve("a b c, d e f g, h i j k l m n") == ("a b c, d e f g,", "h i j k l m n")  # the nearer mark
+    assert halve("one two, three four five six") == ("one two, three", "four five six")  # no piece under 3 words
+    assert halve("only five words here now") is None
 
 
 def test_routing_is_a_real_decision() -> None:

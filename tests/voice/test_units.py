@@ -666,6 +666,30 @@ async def test_users_who_just_stopped_speaking_count_among_those_sharing_the_cpu
         await worker.on_stop()
 
 
+async def test_a_long_piece_for_a_listener_about_to_run_dry_is_said_in_two_halves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = FakeVoice(0.5)
+    worker, _ = await tts_worker(monkeypatch, engine)
+    long = "the reply's next words came late, and they are many of them"
+    try:
+        worker._ms_per_word = 100.0  # as under load: the whole piece would take 1.2 s
+        late = Utterance(1, CAUSE, tts.DEFAULT_VOICE, synthesized=1.0, started=time.monotonic())
+        worker._utterances["late"] = late
+        late.pending.append((long, 0.0))
+        worker._wake.set()
+        said = [(await asyncio.wait_for(late.audio.get(), 5))[0] for _ in range(2)]  # type: ignore[index]
+        assert said == ["the reply's next words came late,", "and they are many of them"]
+
+        ahead = Utterance(1, CAUSE, tts.DEFAULT_VOICE, synthesized=2.4, started=time.monotonic())
+        worker._utterances["ahead"] = ahead
+        ahead.pending.append((long, 0.0))
+        worker._wake.set()
+        assert (await asyncio.wait_for(ahead.audio.get(), 5))[0] == long  # type: ignore[index]  # time enough: whole
+    finally:
+        await worker.on_stop()
+
+
 class HeldRecognizer:
     """Transcribes only when let go; counts the calls."""
 
