@@ -572,28 +572,37 @@ async def test_a_failed_scheduler_is_restarted_and_speech_goes_on(monkeypatch: p
         await worker.on_stop()
 
 
+class Speakers:
+    """Turns of several sessions on one TTS worker, and when things happened to them."""
+
+    def __init__(self, worker: TtsWorker, published: Published, engine: FakeVoice) -> None:
+        self.worker, self.published, self.engine = worker, published, engine
+
+    async def first_chunk(self, session: str) -> float:
+        """When the session's first audio chunk went out (the others' chunks before it are passed over)."""
+        while True:
+            _, kw = await asyncio.wait_for(self.published.out.get(), 5)
+            if kw["cause"].session == session:
+                return float(kw["at"])
+
+    def turn(self, session: str, *texts: str) -> Utterance:
+        utt = Utterance(1, cast(Any, SimpleNamespace(session=session)), tts.DEFAULT_VOICE)
+        self.worker._begin(session, utt)
+        utt.pending.extend((text, 0.0) for text in texts)
+        self.worker._wake.set()
+        return utt
+
+    def asked(self, text: str) -> float:
+        return next(t for t, said in self.engine.asked if said == text)
+
+
 async def test_sharing_the_cpu_a_turn_starts_with_more_speech_ready_the_more_share_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     engine = FakeVoice(0.5)
     worker, published = await tts_worker(monkeypatch, engine)
-
-    async def first_chunk(session: str) -> float:
-        while True:
-            _, kw = await asyncio.wait_for(published.out.get(), 5)
-            if kw["cause"].session == session:
-                return float(kw["at"])
-
-    def turn(session: str, *texts: str) -> Utterance:
-        utt = Utterance(1, cast(Any, SimpleNamespace(session=session)), tts.DEFAULT_VOICE)
-        worker._begin(session, utt)
-        utt.pending.extend((text, 0.0) for text in texts)
-        worker._wake.set()
-        return utt
-
-    def asked(text: str) -> float:
-        return next(t for t, said in engine.asked if said == text)
-
+    speakers = Speakers(worker, published, engine)
+    turn, first_chunk, asked = speakers.turn, speakers.first_chunk, speakers.asked
     try:
         alone = turn("alone", "first piece")
         await first_chunk("alone")  # alone: its first piece plays at once
@@ -628,22 +637,8 @@ async def test_users_who_just_stopped_speaking_count_among_those_sharing_the_cpu
     async def user_stopped(session: str) -> None:
         await worker.on_message(cast(Any, SimpleNamespace(session=session, turn=0, body=SpeechEnded(1000.0))))
 
-    async def first_chunk(session: str) -> float:
-        while True:
-            _, kw = await asyncio.wait_for(published.out.get(), 5)
-            if kw["cause"].session == session:
-                return float(kw["at"])
-
-    def turn(session: str, *texts: str) -> Utterance:
-        utt = Utterance(1, cast(Any, SimpleNamespace(session=session)), tts.DEFAULT_VOICE)
-        worker._begin(session, utt)
-        utt.pending.extend((text, 0.0) for text in texts)
-        worker._wake.set()
-        return utt
-
-    def asked(text: str) -> float:
-        return next(t for t, said in engine.asked if said == text)
-
+    speakers = Speakers(worker, published, engine)
+    turn, first_chunk, asked = speakers.turn, speakers.first_chunk, speakers.asked
     try:
         worker._coming["long ago"] = time.monotonic() - tts.COMING  # its reply came or never will
         turn("alone", "first piece")
