@@ -11,6 +11,9 @@ deadline first: of the turns with text waiting, the one whose listener runs out 
 soonest (a turn not yet heard at all first), and none more than ``AHEAD`` seconds ahead
 of its listener. Several sessions speaking at once then each get their next sentence in
 time, and the model writing their replies keeps the CPU that speech far ahead would take.
+A long piece whose listener would run dry before it is ready is said in two halves
+(``SPLIT_MARGIN``); a turn's first piece waits for more while others share the CPU, users
+who just stopped speaking counted among them (``START_SHARED``, ``COMING``).
 
 Local synthesis (Piper) runs in worker threads, one per core (the native code releases the
 GIL), on one engine per voice that they share: a Piper voice's onnxruntime session runs
