@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -198,15 +199,25 @@ async def test_a_message_that_cannot_be_stored_is_refused_and_never_answered(cha
     await ws.close()
 
 
-async def test_a_database_failure_while_storing_a_message_is_reported_and_the_chat_goes_on(chat: ChatSystem) -> None:
+@contextlib.asynccontextmanager
+async def full_disk(chat: ChatSystem, content: str) -> AsyncIterator[None]:
+    """Storing a message with this content fails as on a full disk (a real PostgreSQL error)."""
     db = await asyncpg.connect(chat.database_url)
     await db.execute(
         "CREATE FUNCTION full_disk() RETURNS trigger AS $$ BEGIN"
         " RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$ LANGUAGE plpgsql;"
         "CREATE TRIGGER full_disk BEFORE INSERT ON messages FOR EACH ROW"
-        " WHEN (NEW.content = 'the disk is full now') EXECUTE FUNCTION full_disk()"
+        f" WHEN (NEW.content = '{content}') EXECUTE FUNCTION full_disk()"
     )
     try:
+        yield
+    finally:
+        await db.execute("DROP TRIGGER full_disk ON messages; DROP FUNCTION full_disk()")
+        await db.close()
+
+
+async def test_a_database_failure_while_storing_a_message_is_reported_and_the_chat_goes_on(chat: ChatSystem) -> None:
+    async with full_disk(chat, "the disk is full now"):
         ws = await chat.ws("ada")
         await ws.start()
         before = len(chat.llm.requests)
@@ -218,37 +229,26 @@ async def test_a_database_failure_while_storing_a_message_is_reported_and_the_ch
         assert reply["turn"] == 1 and reply["text"].startswith("Hello there")
         assert [r["body"]["messages"][-1]["content"] for r in chat.llm.requests[before:]] == ["Hello Ada!"]
         await ws.close()
-    finally:
-        await db.execute("DROP TRIGGER full_disk ON messages; DROP FUNCTION full_disk()")
-        await db.close()
 
 
 async def test_a_spoken_message_that_cannot_be_stored_does_not_leave_the_session_listening(chat: ChatSystem) -> None:
     """The speech recognizer's part is played by a peer on the bus: the user starts speaking
     (the session listens), then their final transcript cannot be stored."""
-    db = await asyncpg.connect(chat.database_url)
-    await db.execute(
-        "CREATE FUNCTION full_disk() RETURNS trigger AS $$ BEGIN"
-        " RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$ LANGUAGE plpgsql;"
-        "CREATE TRIGGER full_disk BEFORE INSERT ON messages FOR EACH ROW"
-        " WHEN (NEW.content = 'said on a full disk') EXECUTE FUNCTION full_disk()"
-    )
     stt = Connection(chat.endpoints, "test-stt")
     await stt.start()
-    try:
-        ws = await chat.ws("ada")
-        session = (await ws.start())["session_id"]
-        await stt.publish(SpeechStarted(), session=session)
-        await ws.expect(lambda f: f.get("status") == "listening")
-        await stt.publish(UserText("said on a full disk", "voice"), session=session)
-        error = await ws.expect("error")
-        assert error["code"] == "not_stored"
-        assert (await ws.expect("status"))["status"] == "idle"  # next after the error: not listening any more
-        await ws.close()
-    finally:
-        await stt.close()
-        await db.execute("DROP TRIGGER full_disk ON messages; DROP FUNCTION full_disk()")
-        await db.close()
+    async with full_disk(chat, "said on a full disk"):
+        try:
+            ws = await chat.ws("ada")
+            session = (await ws.start())["session_id"]
+            await stt.publish(SpeechStarted(), session=session)
+            await ws.expect(lambda f: f.get("status") == "listening")
+            await stt.publish(UserText("said on a full disk", "voice"), session=session)
+            error = await ws.expect("error")
+            assert error["code"] == "not_stored"
+            assert (await ws.expect("status"))["status"] == "idle"  # next after the error: not listening any more
+            await ws.close()
+        finally:
+            await stt.close()
 
 
 async def test_two_sessions_never_see_each_other(chat: ChatSystem) -> None:
