@@ -90,6 +90,8 @@ piece then take 0.4-1.2 s to say: the closest calls of 8 sessions at once (bench
 with its log, 2026-11-24) were 8-11-word pieces started with 0.5-0.7 s of speech left."""
 MS_PER_WORD = 35.0
 """Piper's cost per word before any is measured (one core, idle machine: ~33 ms)."""
+RECENT_COSTS = 4
+"""Last local syntheses whose cost per word bounds what the next piece is expected to take."""
 RECOUNT = 0.1
 """Seconds between counts of the sessions sharing the CPU while a first piece is held."""
 DEFAULT_VOICE = "en_US-joe-medium"
@@ -99,6 +101,25 @@ CLOUD_THREADS = 8
 
 def is_cloud(voice: str) -> bool:
     return voice.startswith("cosyvoice")
+
+
+class WordCost:
+    """What a local piece costs per word now, in ms: the highest of the moving average and the
+    last ``RECENT_COSTS`` syntheses. Load comes in bursts (eight replies starting at once) that
+    an average follows a few pieces late: in a logged run of 8 sessions at once (2026-11-24)
+    the closest calls were 9-10-word pieces that took 92-95 ms a word while the average said
+    42-44, and the last four pieces had already cost up to 67."""
+
+    def __init__(self) -> None:
+        self.average = MS_PER_WORD
+        self.recent: deque[float] = deque(maxlen=RECENT_COSTS)
+
+    def add(self, ms_per_word: float) -> None:
+        self.average += (ms_per_word - self.average) / 4
+        self.recent.append(ms_per_word)
+
+    def expected(self) -> float:
+        return max(self.average, *self.recent) if self.recent else self.average
 
 
 @dataclass(eq=False)
@@ -166,8 +187,7 @@ class TtsWorker(Actor):
         self._coming: dict[str, float] = {}
         """Sessions whose user stopped speaking, and when: their replies come soon (``COMING``)."""
         self._running = 0
-        self._ms_per_word = MS_PER_WORD
-        """Recent local syntheses' cost per word (moving average): what a piece will take now."""
+        self._word_cost = WordCost()
         self._trimmer = HeapTrimmer()  # what generations free goes back to the system
         self._jobs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -302,7 +322,7 @@ class TtsWorker(Actor):
         """``text``, or its first half when the whole would come too late (``SPLIT_MARGIN``);
         the second half is then next in line."""
         words = len(text.split())
-        if lead - words * self._ms_per_word / 1000 >= SPLIT_MARGIN or (halves := halve(text)) is None:
+        if lead - words * self._word_cost.expected() / 1000 >= SPLIT_MARGIN or (halves := halve(text)) is None:
             return text
         utt.pending.appendleft((halves[1], arrived))
         return halves[0]
@@ -328,7 +348,7 @@ class TtsWorker(Actor):
                 return
             took = time.monotonic() - t0
             if not is_cloud(utt.voice) and (words := len(text.split())):
-                self._ms_per_word += (took * 1000 / words - self._ms_per_word) / 4
+                self._word_cost.add(took * 1000 / words)
             self.log.debug("synthesized", session=utt.cause.session, text=text[:60], lead_ms=round(lead * 1000),
                            waited_ms=round((t0 - arrived) * 1000), ms=round(took * 1000),
                            seconds=round(len(pcm) / engine.rate, 2))  # fmt: skip

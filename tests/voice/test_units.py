@@ -668,8 +668,9 @@ async def test_a_long_piece_for_a_listener_about_to_run_dry_is_said_in_two_halve
     worker, _ = await tts_worker(monkeypatch, engine)
     long = "the reply's next words came late, and they are many of them"
     try:
-        worker._ms_per_word = 100.0  # as under load: the whole piece would take 1.2 s
-        late = Utterance(1, CAUSE, tts.DEFAULT_VOICE, synthesized=1.0, started=time.monotonic())
+        for cost in (35.0, 35.0, 35.0, 100.0):  # load came: the whole piece may take 1.2 s (the average says 0.6)
+            worker._word_cost.add(cost)
+        late = Utterance(1, CAUSE, tts.DEFAULT_VOICE, synthesized=1.4, started=time.monotonic())
         worker._utterances["late"] = late
         late.pending.append((long, 0.0))
         worker._wake.set()
@@ -683,6 +684,22 @@ async def test_a_long_piece_for_a_listener_about_to_run_dry_is_said_in_two_halve
         assert (await asyncio.wait_for(ahead.audio.get(), 5))[0] == long  # type: ignore[index]  # time enough: whole
     finally:
         await worker.on_stop()
+
+
+def test_a_piece_is_expected_to_cost_the_most_of_the_average_and_the_last_few_pieces() -> None:
+    cost = tts.WordCost()
+    assert cost.expected() == tts.MS_PER_WORD  # nothing measured yet
+    for ms in (30.0, 30.0, 30.0, 30.0, 30.0, 30.0):
+        cost.add(ms)
+    assert 30 < cost.expected() < 31  # steady: the average
+    cost.add(95.0)  # a burst of load: the average follows a few pieces late, the estimate at once
+    assert cost.expected() == 95.0
+    assert cost.average < 50
+    for _ in range(tts.RECENT_COSTS - 1):
+        cost.add(30.0)
+    assert cost.expected() == 95.0  # still among the last few
+    cost.add(30.0)
+    assert cost.expected() < 40  # the burst is over: back to about the average
 
 
 class HeldRecognizer:
