@@ -84,7 +84,7 @@ one other, started on its 0.7 s first piece, and ran dry for 0.5 s when the othe
 the CPU from the model writing its next words (bench/voice.py with its log, 2026-11-24)."""
 SPLIT_MARGIN = 0.5
 """A local piece is spoken in two halves when the listener would have less than this many
-seconds of speech left once it is synthesized (at the recent cost per word): the first half
+seconds of speech left once it is synthesized (at the cost ``WordCost`` expects): the first half
 is ready in about half the time. Under load the reply's next words can come late and a long
 piece then take 0.4-1.2 s to say: the closest calls of 8 sessions at once (bench/voice.py
 with its log, 2026-11-24) were 8-11-word pieces started with 0.5-0.7 s of speech left."""
