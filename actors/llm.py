@@ -15,8 +15,10 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
+import httpx2
 import openai
 from openai._httpx2 import request_exceptions, timeout_exceptions
+from openai._models import FinalRequestOptions
 
 from actors.http1 import http_client
 
@@ -132,6 +134,53 @@ async def coalesce(pieces: AsyncIterator[str]) -> AsyncGenerator[str, None]:
         await close_stream(source)  # stopped between pieces: the provider's stream ends now, not at GC
 
 
+class LeanOpenAI(openai.AsyncOpenAI):
+    """The SDK's client, building the one kind of request this module sends from a template.
+
+    The SDK builds every request from scratch: it merges its headers, parses and joins the
+    URL, merges the HTTP client's headers, cookies and query. For a chat completion that
+    was ~40% of the CPU the SDK spent before the request left (bench/chat.py: 0.70 ms from
+    the call to the request written, at the median, 2026-11-24). Here the first request of
+    each shape (path, headers asked for, timeout, attempt) is built by the SDK, and later
+    ones copy its method, URL, headers and extensions with their own body: byte for byte
+    what the SDK would send (tests/chat/test_llm_lean.py). Anything else (a query, files,
+    JSON left to the SDK to encode, cookies the server set) goes through the SDK as it is.
+    What the SDK does around the build (retries, auth hooks, errors) is untouched. Alone
+    against bench/instant_llm.py the call to the request written went from 0.36 to 0.14 ms
+    at the median; in bench/chat.py the agent to the first delta from 1.60-1.87 to 1.49 ms.
+    """
+
+    MAX_TEMPLATES = 64
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._templates: dict[tuple[Any, ...], tuple[str, httpx2.URL, list[tuple[bytes, bytes]], dict[str, Any]]] = {}
+
+    @property
+    def user_agent(self) -> str:
+        return f"AsyncOpenAI/Python {self._version}"  # the SDK names its class; this one is the SDK's client
+
+    def _build_request(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> httpx2.Request:
+        content = options.content
+        if (
+            not isinstance(content, bytes) or options.method != "post" or options.params or options.files is not None
+            or options.json_data is not None or options.extra_json is not None or self._client.cookies
+        ):  # fmt: skip
+            return super()._build_request(options, retries_taken=retries_taken)
+        headers = options.headers if isinstance(options.headers, dict) else {}
+        key = (options.url, tuple(headers.items()), repr(options.timeout), repr(options.security), retries_taken,
+               options.idempotency_key if self._idempotency_header else None)  # fmt: skip
+        template = self._templates.get(key)
+        if template is None:
+            request = super()._build_request(options, retries_taken=retries_taken)
+            if len(self._templates) < self.MAX_TEMPLATES:
+                kept = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+                self._templates[key] = (request.method, request.url, kept, dict(request.extensions))
+            return request
+        method, url, kept, extensions = template
+        return httpx2.Request(method, url, headers=kept, content=content, extensions=dict(extensions))
+
+
 class OpenAIChat:
     """Streams chat completions; text deltas are yielded, tool-call deltas assembled into ``result``."""
 
@@ -140,7 +189,7 @@ class OpenAIChat:
         self.host = urlsplit(base_url).netloc
         # Plain HTTP through our own lean transport, HTTPS through the SDK's aiohttp one: either
         # is ~0.5 ms less per request than the SDK's default (actors/http1.py, bench/chat.py).
-        self._client = openai.AsyncOpenAI(
+        self._client = LeanOpenAI(
             base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
             http_client=http_client(base_url, timeout),
         )  # fmt: skip
