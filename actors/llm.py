@@ -161,14 +161,15 @@ class LeanOpenAI(openai.AsyncOpenAI):
         return f"AsyncOpenAI/Python {self._version}"  # the SDK names its class; this one is the SDK's client
 
     def _build_request(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> httpx2.Request:
-        content = options.content
+        content, headers = options.content, options.headers
         if (
             not isinstance(content, bytes) or options.method != "post" or options.params or options.files is not None
             or options.json_data is not None or options.extra_json is not None or self._client.cookies
+            or not isinstance(headers, dict | openai.NotGiven)
         ):  # fmt: skip
             return super()._build_request(options, retries_taken=retries_taken)
-        headers = options.headers if isinstance(options.headers, dict) else {}
-        key = (options.url, tuple(headers.items()), repr(options.timeout), repr(options.security), retries_taken,
+        asked = tuple(headers.items()) if isinstance(headers, dict) else ()
+        key = (options.url, asked, repr(options.timeout), repr(options.security), retries_taken,
                options.idempotency_key if self._idempotency_header else None)  # fmt: skip
         template = self._templates.get(key)
         if template is None:

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import openai
+from openai._models import FinalRequestOptions
 
 from actors.http1 import http_client
 from actors.llm import LeanOpenAI, OpenAIChat
@@ -54,7 +55,7 @@ def head_lines(head: bytes) -> list[bytes]:
     return sorted(line for line in head.split(b"\r\n") if not line.lower().startswith(b"content-length:"))
 
 
-async def chat(client: Any, text: str) -> str:
+async def chat(client: Any, text: str) -> None:
     stream = await client.post(
         "/chat/completions", content=json.dumps({"messages": [{"role": "user", "content": text}]}).encode(),
         cast_to=object, stream=True, stream_cls=openai.AsyncStream[object],
@@ -62,7 +63,6 @@ async def chat(client: Any, text: str) -> str:
     )  # fmt: skip
     async for _ in stream:
         pass
-    return text
 
 
 async def test_requests_from_a_template_are_the_sdks_own_with_their_own_body() -> None:
@@ -112,3 +112,19 @@ async def test_the_character_agents_model_requests_go_through_the_template() -> 
         await model.close()
     assert head_lines(recorder.requests[0][0]) == head_lines(recorder.requests[1][0])
     assert [json.loads(body)["messages"][0]["content"] for _, body in recorder.requests] == ["hi", "again"]
+
+
+async def test_requests_of_another_shape_are_left_to_the_sdk() -> None:
+    lean = LeanOpenAI(base_url="http://127.0.0.1:9/v1", api_key="k", http_client=http_client("http://127.0.0.1:9", 5))
+    shapes: list[dict[str, Any]] = [
+        {"json_data": {"a": 1}},  # JSON the SDK encodes
+        {"content": b"{}", "params": {"q": "1"}},  # a query
+        {"files": [("f", b"x")]},  # a file
+        {"content": b"{}", "method": "get"},
+    ]
+    for shape in shapes:
+        options = FinalRequestOptions.construct(**{"method": "post", "url": "/chat/completions", **shape})
+        request = lean._build_request(options)
+        assert request.url.path == "/v1/chat/completions"
+    assert lean._templates == {}
+    await lean.close()
