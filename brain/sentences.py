@@ -7,7 +7,9 @@ import re
 # An end mark, optional closing quotes/brackets, then whitespace. Abbreviations like "Dr." and
 # decimals like "3.5" are not ends; a short first clause may be cut at a comma for a fast start.
 _END = re.compile(r"[.!?…]+[\"')\]]*\s+")
-_CLAUSE = re.compile(r"[,;:—]\s+")
+CLAUSE_MARKS = ",;:—"
+"""Where a sentence may be cut short of its end."""
+_CLAUSE = re.compile(f"[{CLAUSE_MARKS}]" + r"\s+")
 _WORD = re.compile(r"\S+")
 _ABBREV = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "etc.", "no.", "jr.", "sr."}
 
@@ -110,7 +112,7 @@ class SentenceSplitter:
         while len(ends) - first > self._max:
             n = self._max
             for k in range(self._max, self.MIN_PIECE - 1, -1):  # the last clause mark that leaves enough
-                if text[ends[first + k - 1] - 1] in ",;:—" and len(ends) - first - k >= self.MIN_PIECE:
+                if text[ends[first + k - 1] - 1] in CLAUSE_MARKS and len(ends) - first - k >= self.MIN_PIECE:
                     n = k
                     break
             if final and len(ends) - first - n < self.MIN_PIECE:  # no stub at the end: halve instead
@@ -130,7 +132,7 @@ def halve(text: str, min_words: int = SentenceSplitter.MIN_PIECE) -> tuple[str, 
     if len(ends) < 2 * min_words:
         return None
     middle = len(ends) // 2
-    marks = [k for k in range(min_words, len(ends) - min_words + 1) if text[ends[k - 1] - 1] in ",;:—"]
+    marks = [k for k in range(min_words, len(ends) - min_words + 1) if text[ends[k - 1] - 1] in CLAUSE_MARKS]
     n = min(marks, key=lambda k: abs(k - middle)) if marks else middle
     return text[: ends[n - 1]].strip(), text[ends[n - 1] :].strip()
 
