@@ -119,7 +119,7 @@ class WordCost:
         self.recent.append(ms_per_word)
 
     def expected(self) -> float:
-        return max(self.average, *self.recent) if self.recent else self.average
+        return max([self.average, *self.recent])
 
 
 @dataclass(eq=False)
