@@ -1,8 +1,10 @@
 """Character agent: turns a user turn into a streamed reply in the character's voice.
 
 Publishes each text delta, each complete sentence (for speech), the emotion, and a final
-reply. An interrupt cancels the stream mid-way (the runtime cancels this handler); what
-was already said is still reported, marked interrupted.
+reply; for a spoken reply also the words of the sentence still being written, as each is
+complete (a TTS worker says them early when the model is slow to end the sentence). An
+interrupt cancels the stream mid-way (the runtime cancels this handler); what was already
+said is still reported, marked interrupted.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from actors.actor import Actor
+from actors.actor import Actor, ActorBus
 from actors.llm import ChatModel, LLMError, OpenAIChat, close_stream, coalesce
 from brain.emotion import TagReader, classify
 from brain.prompt import Turn, build_messages
 from brain.sentences import SentenceSplitter
 from bus import Envelope
-from bus.chat import ChatError, Delta, Emotion, Generate, Reply, Sentence, Status
+from bus.chat import ChatError, Delta, Emotion, Generate, Reply, Sentence, Status, Words
 from config.characters import Card, load_cards
 from config.process import give_way
 from config.settings import settings
@@ -72,13 +74,13 @@ class CharacterAgent(Actor):
             provider = f"{card.llm.model or self.model.model}@{self.model.host}"
         tags = TagReader(card.emotions)
         first = SentenceSplitter.SHARED_FIRST_WORDS if shared else SentenceSplitter.FIRST_WORDS
-        sentences = SentenceSplitter(first_words=first)
+        sentences = Sentences(self.bus, env, SentenceSplitter(first_words=first), speak=body.speak)
         said: list[str] = []
         emotion_sent = False
-        n_delta = n_sentence = 0
+        n_delta = 0
 
         async def emit(text: str) -> None:
-            nonlocal n_delta, n_sentence, emotion_sent
+            nonlocal n_delta, emotion_sent
             if not text:
                 return
             said.append(text)
@@ -91,9 +93,7 @@ class CharacterAgent(Actor):
             if n_delta == 0:
                 await self.bus.publish(Status("speaking", "Speaking…"), cause=env)
             n_delta += 1
-            for sentence in sentences.feed(text):
-                await self.bus.publish(Sentence(sentence, n_sentence), cause=env)
-                n_sentence += 1
+            await sentences.feed(text)
 
         try:
             stream = self.model.stream(
@@ -102,9 +102,7 @@ class CharacterAgent(Actor):
             async with contextlib.aclosing(coalesce(shown(stream, tags))) as deltas:
                 async for delta in deltas:
                     await emit(delta)
-            for sentence in sentences.flush():
-                await self.bus.publish(Sentence(sentence, n_sentence), cause=env)
-                n_sentence += 1
+            await sentences.flush()
         except asyncio.CancelledError:
             await self.bus.publish(
                 Reply("".join(said), tags.emotion or "", interrupted=True, provider=provider), cause=env
@@ -122,6 +120,34 @@ class CharacterAgent(Actor):
         if not emotion_sent:
             await self.bus.publish(Emotion(emotion), cause=env)
         await self.bus.publish(Reply(text, emotion, provider=provider), cause=env)
+
+
+class Sentences:
+    """A reply's sentences as they are written, for speech; for a spoken reply also the words
+    of the sentence still being written (``Words``), again as each is complete, from the first
+    sentence's end on (speech starts with that sentence)."""
+
+    def __init__(self, bus: ActorBus, cause: Envelope[Any], splitter: SentenceSplitter, *, speak: bool) -> None:
+        self._bus, self._cause, self._splitter, self._speak = bus, cause, splitter, speak
+        self._sent = self._words = 0
+        self._running = ""
+
+    async def feed(self, text: str) -> None:
+        for sentence in self._splitter.feed(text):
+            await self._say(sentence)
+        if self._speak and self._sent and (running := self._splitter.running()) != self._running:
+            self._running = running
+            if running:
+                await self._bus.publish(Words(running, self._words), cause=self._cause)
+
+    async def flush(self) -> None:
+        for sentence in self._splitter.flush():
+            await self._say(sentence)
+
+    async def _say(self, sentence: str) -> None:
+        await self._bus.publish(Sentence(sentence, self._sent), cause=self._cause)
+        self._sent += 1
+        self._words += len(sentence.split())
 
 
 async def shown(pieces: AsyncIterator[str], tags: TagReader) -> AsyncIterator[str]:

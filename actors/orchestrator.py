@@ -53,5 +53,6 @@ class Orchestrator(Actor):
             task_id = "wf-" + uuid.uuid4().hex[:20]
             await self.bus.publish(SubmitTask(body.text, f"chat:{env.session}", env.session), session=task_id)
             context = "\n\n".join(filter(None, (context, TASK_STARTED)))
-        await self.bus.push("character", Generate(body.character, body.text, body.history, context), cause=env)
+        work = Generate(body.character, body.text, body.history, context, body.speak)
+        await self.bus.push("character", work, cause=env)
         await self.bus.publish(Routed(decision.agent, decision.reason), cause=env)

@@ -49,7 +49,7 @@ from actors.dashscope_speech import CosyVoiceSynthesizer
 from actors.speech import HeapTrimmer, Int16, SpeechError, Synthesizer, make_piper, tune_heap
 from brain.sentences import halve
 from bus import Envelope
-from bus.chat import ChatError, EndSession, Reply, Sentence, TurnStarted
+from bus.chat import ChatError, EndSession, Reply, Sentence, TurnStarted, Words
 from bus.system import Interrupt
 from bus.voice import Heard, SpeechEnded, TtsAudio
 from config.characters import Card, load_cards
@@ -88,6 +88,14 @@ seconds of speech left once it is synthesized (at the cost ``WordCost`` expects)
 is ready in about half the time. Under load the reply's next words can come late and a long
 piece then take 0.4-1.2 s to say: the closest calls of 8 sessions at once (bench/voice.py
 with its log, 2026-11-24) were 8-11-word pieces started with 0.5-0.7 s of speech left."""
+EARLY_MARGIN = 0.5
+EARLY_WORDS = 2
+"""The words of a sentence the model is still writing (at least ``EARLY_WORDS``) are said
+before its end when the listener would otherwise have less than ``EARLY_MARGIN`` seconds of
+speech left once they are synthesized. Under load the model writes some replies' next words
+seconds late, most of all long numbers and foreign words, many tokens each: every round of 8
+sessions at once that ran dry in logged runs (2026-11-24) waited 2.4-4.3 s for a sentence's
+end with 0.6-1.9 s of speech in hand, and the sentence's first words already written."""
 MS_PER_WORD = 35.0
 """Piper's cost per word before any is measured (one core, idle machine: ~33 ms)."""
 RECENT_COSTS = 4
@@ -136,6 +144,12 @@ class Utterance:
     busy: bool = False
     """A sentence of this turn is being synthesized (one at a time: they play in order)."""
     ended: bool = False
+    words_in: int = 0
+    """Words of the reply received in sentences."""
+    words_taken: int = 0
+    """Words of the reply taken for speech: sentences, and words said before their sentence ended."""
+    running: tuple[int, str] = (0, "")
+    """The last ``Words``: the reply's words before them, and the words."""
     synthesized: float = 0.0
     """Seconds of speech synthesized so far."""
     grew: asyncio.Event = field(default_factory=asyncio.Event)
@@ -151,6 +165,21 @@ class Utterance:
     def lead(self, now: float) -> float:
         """Seconds of synthesized speech the listener has not heard yet (0: runs dry now)."""
         return self.synthesized - (now - self.started if self.started is not None else 0.0)
+
+    def sentence(self, text: str) -> str:
+        """What is left to say of the reply's next sentence: its words said early left out."""
+        words = text.split()
+        first, self.words_in = self.words_in, self.words_in + len(words)
+        said = min(len(words), max(0, self.words_taken - first))
+        self.words_taken = max(self.words_taken, self.words_in)
+        return " ".join(words[said:]) if said else text
+
+    def unsaid(self) -> list[str]:
+        """The words of the sentence still being written not yet taken for speech."""
+        first, text = self.running
+        if first != self.words_in:  # its sentence has come since, or it was never ours
+            return []
+        return text.split()[self.words_taken - first :]
 
     def heard(self) -> str:
         """The words the listener has heard by now."""
@@ -170,7 +199,7 @@ class Utterance:
 
 class TtsWorker(Actor):
     name = "tts"
-    handles = (TurnStarted, Sentence, Reply, Interrupt, EndSession, SpeechEnded)
+    handles = (TurnStarted, Sentence, Words, Reply, Interrupt, EndSession, SpeechEnded)
     selective = True  # see wants()
     interrupt_cancels = False  # handlers only enqueue; interrupts stop the turn's tasks here
     _scheduler: asyncio.Task[None]
@@ -248,8 +277,12 @@ class TtsWorker(Actor):
                     voice = settings().tts_voice or (card.voice if card is not None else "") or DEFAULT_VOICE
                     self._begin(session, Utterance(env.turn, env, voice))
             case Sentence():
+                if utt is not None and utt.turn == env.turn and not utt.all_text and (text := utt.sentence(body.text)):
+                    utt.pending.append((text, time.monotonic()))
+                    self._wake.set()
+            case Words():
                 if utt is not None and utt.turn == env.turn and not utt.all_text:
-                    utt.pending.append((body.text, time.monotonic()))
+                    utt.running = (body.first, body.text)
                     self._wake.set()
             case Reply():
                 if utt is not None and utt.turn == env.turn:
@@ -298,6 +331,8 @@ class TtsWorker(Actor):
                 due: Utterance | None = None
                 due_lead = AHEAD
                 for utt in self._utterances.values():
+                    if local_free and not utt.busy and not utt.pending:
+                        wait = min(wait, self._take_early_if_late(utt, now))
                     if utt.busy or not utt.pending or not (local_free or is_cloud(utt.voice)):
                         continue
                     lead = utt.lead(now)
@@ -317,6 +352,20 @@ class TtsWorker(Actor):
                 job.add_done_callback(self._jobs.discard)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), None if math.isinf(wait) else max(wait, 0.01))
+
+    def _take_early_if_late(self, utt: Utterance, now: float) -> float:
+        """Takes the words of the sentence still being written as the turn's next piece when the
+        listener would run out of speech soon (``EARLY_MARGIN``); else the seconds until then
+        (inf: nothing to take early)."""
+        if utt.started is None or utt.all_text or is_cloud(utt.voice) or len(words := utt.unsaid()) < EARLY_WORDS:
+            return math.inf
+        late = utt.lead(now) - len(words) * self._word_cost.expected() / 1000 - EARLY_MARGIN
+        if late > 0:
+            return late
+        utt.pending.append((" ".join(words), now))
+        utt.words_taken += len(words)
+        self.log.debug("said early", session=utt.cause.session, words=len(words), lead_ms=round(utt.lead(now) * 1000))
+        return math.inf
 
     def _first_half_if_late(self, utt: Utterance, text: str, arrived: float, lead: float) -> str:
         """``text``, or its first half when the whole would come too late (``SPLIT_MARGIN``);

@@ -95,6 +95,11 @@ class SentenceSplitter:
             self._buf = self._buf[used:]
         return out
 
+    def running(self) -> str:
+        """The complete words of the sentence still being written (not yet in a piece)."""
+        buf = self._buf
+        return (buf if buf[-1:].isspace() else buf[: _last_word_start(buf)]).strip()
+
     def flush(self) -> list[str]:
         """Whatever is left at the end of the reply."""
         rest, self._buf = self._buf.strip(), ""

@@ -100,6 +100,9 @@ class Generate(Message):
     """Earlier messages, oldest first."""
     context: str = ""
     """Extra facts to tell the model (e.g. a finished task's result)."""
+    speak: bool = False
+    """The reply is to be spoken: the agent also sends the words of each sentence still being
+    written (``Words``)."""
 
 
 @message("chat.delta")
@@ -120,6 +123,19 @@ class Sentence(Message):
     """The sentence."""
     index: int
     """0, 1, 2… within the turn."""
+
+
+@message("chat.words")
+class Words(Message):
+    """The complete words of a spoken reply's sentence still being written (character agent ->
+    TTS workers), sent again as each word is complete: a TTS worker whose listener is about to
+    run out of speech while the model is slow to end the sentence says them early, and leaves
+    them out of the ``Sentence`` when it comes."""
+
+    text: str
+    """All complete words written since the last ``Sentence``."""
+    first: int
+    """Words of the reply before them (all sent in ``Sentence``s)."""
 
 
 @message("chat.emotion")

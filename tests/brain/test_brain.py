@@ -120,6 +120,17 @@ def test_a_long_sentence_is_spoken_in_pieces_as_it_streams() -> None:
     assert uncapped.feed(text) == [" ".join(text.split()[:-2]), "Short one."]
 
 
+def test_the_words_of_the_sentence_still_being_written_are_those_complete() -> None:
+    s = SentenceSplitter(first_words=3)
+    assert s.feed("Well") == [] and s.running() == ""  # the word may still grow
+    assert s.feed(" it is about") == ["Well it is"] and s.running() == ""  # "about" may still grow
+    assert s.feed(" 238,000,") == [] and s.running() == "about"
+    assert s.feed("000 miles") == [] and s.running() == "about 238,000,000"
+    assert s.feed(" away. And") == ["about 238,000,000 miles away."] and s.running() == ""
+    assert s.feed(" then ") == [] and s.running() == "And then"  # a space ends the word
+    assert s.flush() == ["And then"] and s.running() == ""
+
+
 def test_a_piece_is_halved_at_the_clause_mark_nearest_its_middle_else_at_its_middle_word() -> None:
     assert halve("That is because of Rayleigh scattering, which makes blue light scatter more.") == (
         "That is because of Rayleigh scattering,", "which makes blue light scatter more.")  # fmt: skip

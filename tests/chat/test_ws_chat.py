@@ -323,3 +323,53 @@ async def test_a_reply_written_beside_another_starts_its_speech_with_a_longer_pi
         await second.close()
     finally:
         await tap.close()
+
+
+async def test_a_spoken_reply_also_tells_the_words_of_the_sentence_still_being_written(chat: ChatSystem) -> None:
+    """So a TTS worker can say them early when the model is slow to end the sentence; a reply
+    only read costs nothing more."""
+    story = "Once upon a time there was a very small robot who liked tea. The end."
+    chat.llm.script.extend([Behaviour(text=story, delay=0.01)] * 2)
+    seen: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    came = asyncio.Event()
+
+    def sink(report: dict[str, Any]) -> None:
+        if "header" in report:
+            seen.setdefault(report["header"]["session"], []).append((report["header"]["type"], report["body"]))
+            came.set()
+
+    tap = Tap(chat.endpoints, sink, TapFilter(("chat.sentence", "chat.words")))
+    await tap.start()
+    try:
+        spoken, read = await chat.ws("ada"), await chat.ws("ada")
+        voice = (await spoken.start(speak=True))["session_id"]
+        text = (await read.start())["session_id"]
+        await spoken.say("Tell me a story.")
+        await spoken.reply()
+        await read.say("Tell me a story.")
+        await read.reply()
+        async with asyncio.timeout(5):
+            while sum(kind == "chat.sentence" for kind, _ in seen.get(text, [])) < 3:
+                came.clear()
+                await came.wait()
+        assert [kind for kind, _ in seen[text]] == ["chat.sentence"] * 3  # no words for a reply only read
+        words = [body for kind, body in seen[voice] if kind == "chat.words"]
+        assert [w["text"] for w in words] == [
+            "time", "time there", "time there was", "time there was a", "time there was a very",
+            "time there was a very small", "time there was a very small robot",
+            "time there was a very small robot who", "time there was a very small robot who liked",
+            "The",
+        ]  # fmt: skip
+        assert {w["first"] for w in words[:-1]} == {3} and words[-1]["first"] == 13  # the words before them
+        running: list[str] = []  # each came before its sentence, and is where that sentence begins
+        for kind, body in seen[voice]:
+            if kind == "chat.words":
+                running.append(body["text"])
+            else:
+                assert all(body["text"].startswith(r) for r in running)
+                running.clear()
+        assert not running
+        await spoken.close()
+        await read.close()
+    finally:
+        await tap.close()

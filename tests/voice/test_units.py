@@ -37,6 +37,7 @@ from actors.speech import (
 )
 from actors.stt import SttWorker
 from actors.tts import TtsWorker, Utterance
+from bus.chat import Sentence, Words
 from bus.voice import AudioIn, SpeechEnded, Transcript, TtsAudio
 from tests.voice.audio import MIC_RATE, silence, speech, voiced
 
@@ -684,6 +685,50 @@ async def test_a_long_piece_for_a_listener_about_to_run_dry_is_said_in_two_halve
         assert (await asyncio.wait_for(ahead.audio.get(), 5))[0] == long  # type: ignore[index]  # time enough: whole
     finally:
         await worker.on_stop()
+
+
+async def test_a_sentence_the_model_is_slow_to_end_is_begun_before_the_listener_runs_dry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = FakeVoice(0.5)
+    worker, _ = await tts_worker(monkeypatch, engine)
+
+    async def event(body: Any) -> None:
+        await worker.on_message(cast(Any, SimpleNamespace(session="s", turn=1, body=body)))
+
+    try:
+        begun = time.monotonic()
+        utt = Utterance(1, CAUSE, tts.DEFAULT_VOICE, synthesized=1.0, started=begun)
+        worker._utterances["s"] = utt
+        await event(Sentence("Well, the moon is", 0))
+        await asyncio.wait_for(utt.audio.get(), 5)
+        await event(Words("about", 4))  # one word: not worth saying alone
+        await event(Words("about 238,000", 4))  # and the model is slow to write the rest
+        text, _, _ = await asyncio.wait_for(utt.audio.get(), 5)  # type: ignore[misc]
+        asked = engine.asked[-1][0] - begun
+        assert text == "about 238,000"
+        # not before the listener had EARLY_MARGIN + the words' cost (2 × 35 ms) of speech left
+        assert asked >= 1.5 - tts.EARLY_MARGIN - 2 * tts.MS_PER_WORD / 1000 - 0.02
+        await event(Words("about 238,000 miles", 4))  # the next word: too few left to say alone
+        await event(Sentence("about 238,000 miles away.", 1))
+        text, _, _ = await asyncio.wait_for(utt.audio.get(), 5)  # type: ignore[misc]
+        assert text == "miles away."  # the words said early are not said again
+        assert [t for _, t in engine.asked] == ["Well, the moon is", "about 238,000", "miles away."]
+    finally:
+        await worker.on_stop()
+
+
+def test_a_sentence_leaves_out_the_words_said_before_it_came() -> None:
+    utt = Utterance(1, CAUSE, tts.DEFAULT_VOICE)
+    assert utt.sentence("Well, the moon is") == "Well, the moon is" and utt.words_in == 4
+    utt.running = (4, "about 238,000 miles")
+    assert utt.unsaid() == ["about", "238,000", "miles"]
+    utt.words_taken += 2  # "about 238,000" said early
+    assert utt.unsaid() == ["miles"]
+    assert utt.sentence("about") == ""  # all of it said already
+    assert utt.unsaid() == []  # these words came before that sentence: stale now
+    assert utt.sentence("238,000 miles away.") == "miles away."
+    assert utt.sentence("Far!") == "Far!" and (utt.words_in, utt.words_taken) == (9, 9)
 
 
 def test_a_piece_is_expected_to_cost_the_most_of_the_average_and_the_last_few_pieces() -> None:
