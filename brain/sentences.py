@@ -89,16 +89,14 @@ class SentenceSplitter:
         self._buf = self._buf[start:]
         # A sentence still running: its pieces so far whose words are all complete.
         if self._max is not None and len(self._buf.split()) > self._max:
-            tail = self._buf if self._buf[-1:].isspace() else self._buf[: _last_word_start(self._buf)]
-            pieces, used = self._pieces(tail, final=False)
+            pieces, used = self._pieces(_complete_words(self._buf), final=False)
             out.extend(pieces)
             self._buf = self._buf[used:]
         return out
 
     def running(self) -> str:
         """The complete words of the sentence still being written (not yet in a piece)."""
-        buf = self._buf
-        return (buf if buf[-1:].isspace() else buf[: _last_word_start(buf)]).strip()
+        return _complete_words(self._buf).strip()
 
     def flush(self) -> list[str]:
         """Whatever is left at the end of the reply."""
@@ -140,6 +138,11 @@ def halve(text: str, min_words: int = SentenceSplitter.MIN_PIECE) -> tuple[str, 
     marks = [k for k in range(min_words, len(ends) - min_words + 1) if text[ends[k - 1] - 1] in CLAUSE_MARKS]
     n = min(marks, key=lambda k: abs(k - middle)) if marks else middle
     return text[: ends[n - 1]].strip(), text[ends[n - 1] :].strip()
+
+
+def _complete_words(text: str) -> str:
+    """``text`` up to its last word that is complete (a space followed it)."""
+    return text if text[-1:].isspace() else text[: _last_word_start(text)]
 
 
 def _last_word_start(text: str) -> int:
