@@ -1,9 +1,10 @@
 """A tiny offline Paraformer for sherpa-onnx: the real model format (an ONNX graph taking
 the low-frame-rate fbank features and their lengths, giving token logits and their count,
 with sherpa-onnx's metadata and a ``tokens.txt``), but its whole vocabulary is two words:
-``loud`` when the features' mean is above ``threshold`` (speech), else ``quiet`` (digital
-silence). No ASR model for sherpa-onnx ships on the package registries; this one is built
-in the test, so a recognizer directory is exercised through sherpa-onnx for real."""
+``loud`` when the features' mean is above 0 (speech), else ``quiet`` (digital silence,
+whose log-mel features are very negative). No ASR model for sherpa-onnx ships on the
+package registries; this one is built in the test, so a recognizer directory is exercised
+through sherpa-onnx for real."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ TOKENS = ("<blank>", "<s>", "</s>", "quiet", "loud")
 FEATURES = 80 * 7  # 80-bin fbank frames, 7 to a low-frame-rate frame
 
 
-def build(directory: Path, threshold: float = 0.0) -> Path:
+def build(directory: Path) -> Path:
     """Writes ``model.onnx`` and ``tokens.txt`` into ``directory``; returns it."""
     directory.mkdir(parents=True, exist_ok=True)
     vocab = len(TOKENS)
@@ -44,7 +45,7 @@ def build(directory: Path, threshold: float = 0.0) -> Path:
     constants = [
         const("frames_and_features", [1, 2], np.int64),
         const("axis1", [1], np.int64),
-        const("threshold", threshold),
+        const("threshold", 0.0),
         const("loud_minus_quiet", [[0, 0, 0, -1, 1]]),
         const("only_words", [[-100, -100, -100, 0, 0]]),
         const("zeros", [[0] * vocab]),
